@@ -1,0 +1,152 @@
+"""Administration: API keys and the audit trail (scope `admin`)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from app.api.deps import AdminCaller, DbDep
+from app.auth.keys import Scope
+from app.db.models import AuditEvent
+from app.errors import InvalidParameter
+from app.schemas.common import Page, StrictInput, problem_responses
+from app.services import api_keys
+from app.services.pagination import decode_cursor, encode_cursor
+
+router = APIRouter(tags=["admin"])
+
+
+class ApiKeyIn(StrictInput):
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+    scopes: list[Scope] = Field(min_length=1, description="Any of scores, read, write, admin")
+
+
+class ApiKeyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyOut):
+    key: str = Field(description="The key itself: shown once, stored only as a hash")
+
+
+class ApiKeyPage(Page[ApiKeyOut]):
+    pass
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    occurred_at: datetime
+    key_name: str
+    action: str
+    method: str
+    route: str
+    patient_id: uuid.UUID | None
+    resource_type: str | None
+    resource_id: uuid.UUID | None
+    status: int
+
+
+class AuditPage(Page[AuditEventOut]):
+    pass
+
+
+ADMIN_ERRORS = problem_responses(401, 403, 422, 429)
+
+
+@router.post(
+    "/v1/api-keys",
+    summary="Create an API key (shown once)",
+    response_model=ApiKeyCreated,
+    status_code=201,
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
+)
+def create_api_key(body: ApiKeyIn, _caller: AdminCaller, db: DbDep) -> ApiKeyCreated:
+    with db.transaction() as session:
+        info, token = api_keys.create_key(session, body.name, frozenset(body.scopes))
+    return ApiKeyCreated(**_fields(info), key=token)  # type: ignore[arg-type]
+
+
+def _fields(info: api_keys.KeyInfo) -> dict[str, object]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "scopes": info.scopes,
+        "created_at": info.created_at,
+        "revoked_at": info.revoked_at,
+    }
+
+
+@router.get(
+    "/v1/api-keys", summary="List API keys", response_model=ApiKeyPage, responses=ADMIN_ERRORS
+)
+def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
+    with db.read() as session:
+        keys = api_keys.list_keys(session)
+    return ApiKeyPage(items=[ApiKeyOut(**_fields(k)) for k in keys], next_cursor=None)  # type: ignore[arg-type]
+
+
+@router.delete(
+    "/v1/api-keys/{key_id}",
+    summary="Revoke an API key (effective at once on every worker)",
+    response_model=ApiKeyOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def revoke_api_key(key_id: uuid.UUID, _caller: AdminCaller, db: DbDep) -> ApiKeyOut:
+    with db.transaction() as session:
+        info = api_keys.revoke_key(session, key_id)
+    return ApiKeyOut(**_fields(info))  # type: ignore[arg-type]
+
+
+@router.get(
+    "/v1/audit-events",
+    summary="The audit trail of reads and writes of patient data",
+    response_model=AuditPage,
+    responses=ADMIN_ERRORS,
+)
+def list_audit_events(
+    _caller: AdminCaller,
+    db: DbDep,
+    patient_id: uuid.UUID | None = None,
+    key_name: Annotated[str | None, Query(max_length=100)] = None,
+    action: Annotated[str | None, Query(max_length=40)] = None,
+    since: Annotated[datetime | None, Query(description="occurred_at on or after")] = None,
+    until: Annotated[datetime | None, Query(description="occurred_at before")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AuditPage:
+    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
+    if patient_id is not None:
+        query = query.where(AuditEvent.patient_id == patient_id)
+    if key_name is not None:
+        query = query.where(AuditEvent.key_name == key_name)
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidParameter(name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z")
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.occurred_at < until)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        if not isinstance(last_id, int):
+            raise InvalidParameter("cursor", "is not a cursor this service issued")
+        query = query.where(AuditEvent.id > last_id)
+    with db.read() as session:
+        rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(
+        items=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=encode_cursor([rows[-1].id]) if more else None,
+    )

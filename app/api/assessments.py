@@ -1,0 +1,183 @@
+"""Serial assessments: record, list, read (with ETag), amend (If-Match), mark entered-in-error,
+history."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from app.api.deps import Answer, ReadContext, WriteContext
+from app.errors import InvalidInput
+from app.schemas.common import IsoDate, Page, problem_responses
+from app.schemas.records import (
+    AssessmentAmend,
+    AssessmentIn,
+    AssessmentOut,
+    AssessmentVersionOut,
+    ReasonIn,
+)
+from app.services import assessments as service
+from app.services.audit import AuditInfo
+from app.services.scoring import compute_scores
+from app.services.versioning import etag
+
+router = APIRouter(tags=["assessments"])
+
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", max_length=200, description="The ETag from your last read"),
+]
+
+
+class VersionPage(Page[AssessmentVersionOut]):
+    pass
+
+
+def _answer(row: object, action: str, status: int = 200) -> Answer:
+    out = service.to_out(row)  # type: ignore[arg-type]
+    return Answer(
+        out,
+        AuditInfo(action, out.patient_id, "assessment", out.id),
+        status=status,
+        headers={"ETag": etag(out.version), "Location": f"/v1/assessments/{out.id}"},
+    )
+
+
+@router.post(
+    "/v1/patients/{patient_id}/assessments",
+    summary="Record an assessment; returns it with its computed scores",
+    response_model=AssessmentOut,
+    status_code=201,
+    responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
+)
+def create_assessment(patient_id: uuid.UUID, body: AssessmentIn, ctx: WriteContext) -> Response:
+    """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
+    second active baseline is 409."""
+    computed = compute_scores(body)
+
+    def work(session: Session) -> Answer:
+        row = service.create_assessment(session, patient_id, body, computed, ctx.caller.name)
+        return _answer(row, "create-assessment", 201)
+
+    return ctx.write(body, work)
+
+
+@router.get(
+    "/v1/patients/{patient_id}/assessments",
+    summary="A patient's assessments in date order, paginated",
+    response_model=Page[AssessmentOut],
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def list_assessments(
+    patient_id: uuid.UUID,
+    ctx: ReadContext,
+    from_: Annotated[IsoDate | None, Query(alias="from", description="On or after")] = None,
+    to: Annotated[IsoDate | None, Query(description="On or before")] = None,
+    visit: Annotated[str | None, Query(max_length=100, description="Exact visit label")] = None,
+    limit: Annotated[int | None, Query(ge=1, le=200, description="Default 50, max 200")] = None,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """Ordered by (`assessed_on`, time recorded); entered-in-error assessments are left out."""
+    size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
+    from_date: date | None = from_
+    return ctx.read(
+        lambda s: Answer(
+            service.list_assessments(
+                s,
+                patient_id,
+                limit=size,
+                cursor=cursor,
+                from_date=from_date,
+                to_date=to,
+                visit=visit,
+            ),
+            AuditInfo("list-assessments", patient_id, "patient", patient_id),
+        )
+    )
+
+
+@router.get(
+    "/v1/assessments/{assessment_id}",
+    summary="One assessment, with its ETag",
+    response_model=AssessmentOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
+    return ctx.read(
+        lambda s: _answer(service.require_assessment(s, assessment_id), "read-assessment")
+    )
+
+
+@router.put(
+    "/v1/assessments/{assessment_id}",
+    summary="Amend an assessment (If-Match required); the old version is kept",
+    response_model=AssessmentOut,
+    responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429),
+)
+def amend_assessment(
+    assessment_id: uuid.UUID, body: AssessmentAmend, ctx: WriteContext, if_match: IfMatch = None
+) -> Response:
+    """Send the full clinical content as in POST plus `reason`, with `If-Match` set to the ETag
+    you read: missing is 428, stale is 412."""
+    computed = compute_scores(body)
+
+    def work(session: Session) -> Answer:
+        row = service.amend_assessment(
+            session, assessment_id, body, computed, body.reason, if_match, ctx.caller.name
+        )
+        return _answer(row, "amend-assessment")
+
+    return ctx.write(body, work)
+
+
+@router.delete(
+    "/v1/assessments/{assessment_id}",
+    summary="Mark an assessment entered-in-error (nothing is erased)",
+    response_model=AssessmentOut,
+    responses=problem_responses(400, 401, 403, 404, 412, 413, 415, 422, 429),
+)
+def delete_assessment(
+    assessment_id: uuid.UUID,
+    ctx: WriteContext,
+    reason: Annotated[
+        str | None, Query(min_length=1, max_length=1000, description="Why (or in the body)")
+    ] = None,
+    body: Annotated[ReasonIn | None, Body()] = None,
+    if_match: IfMatch = None,
+) -> Response:
+    """It leaves lists and outcomes but stays readable, and in its history. `If-Match` is
+    optional here; when sent it must match."""
+    why = body.reason if body is not None else reason
+    if why is None:
+        raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
+
+    def work(session: Session) -> Answer:
+        row = service.mark_entered_in_error(
+            session, assessment_id, why, if_match, ctx.caller.name
+        )
+        return _answer(row, "enter-in-error-assessment")
+
+    return ctx.write(ReasonIn(reason=why), work)
+
+
+@router.get(
+    "/v1/assessments/{assessment_id}/history",
+    summary="Every version of an assessment: who, when, why, and the content",
+    response_model=VersionPage,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def assessment_history(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
+    def work(session: Session) -> Answer:
+        items = service.history(session, assessment_id)
+        row = service.require_assessment(session, assessment_id)
+        return Answer(
+            VersionPage(items=items, next_cursor=None),
+            AuditInfo("read-assessment-history", row.patient_id, "assessment", assessment_id),
+        )
+
+    return ctx.read(work)

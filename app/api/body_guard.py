@@ -1,0 +1,98 @@
+"""ASGI middleware that reads request bodies before the app does.
+
+It answers 413 as soon as a body exceeds the limit (without reading it whole), 415 for a body
+that is not JSON, and 400 for JSON that RFC 8259 does not allow (NaN, Infinity, bad UTF-8),
+which Python's json module would otherwise accept.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.api.problems import problem_response
+
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def is_strict_json(body: bytes) -> bool:
+    try:
+        json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+class BodyGuard:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"].encode() not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body.strip():
+            content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+            if content_type != b"application/json" and not content_type.endswith(b"+json"):
+                await problem_response(
+                    415,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    "send the body as application/json",
+                )(scope, receive, send)
+                return
+            if not is_strict_json(body):
+                await problem_response(
+                    400,
+                    "malformed-request",
+                    "Malformed request",
+                    "the request body is not valid JSON (RFC 8259: no NaN or Infinity, UTF-8 only)",
+                )(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem_response(
+            413,
+            "content-too-large",
+            "Request body too large",
+            f"the request body exceeds {self.max_body_bytes} bytes",
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)

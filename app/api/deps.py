@@ -1,0 +1,231 @@
+"""Per-request context: the database, the authenticated caller, idempotency and audit.
+
+Routes hand a unit of work (a function of a Session) to `RequestContext.read` or `.write`; the
+context runs it in one transaction together with the audit event (and, for writes, the stored
+idempotent response) and commits before the response is built.
+"""
+
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from app.auth.keys import ALL_SCOPES, Scope
+from app.db.database import Database
+from app.errors import Forbidden, RateLimited, Unauthenticated
+from app.services import audit, idempotency
+from app.services.api_keys import Caller, verify_token
+from app.services.audit import AuditInfo
+from app.settings import Settings
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key: `Authorization: Bearer pss_...`. Create keys with `psoriasis-keys`.",
+)
+DEV_CALLER = Caller(None, "auth-disabled", ALL_SCOPES)
+JSON_MEDIA_TYPE = "application/json"
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a unit of work produces: the body, its status and headers, and what to audit."""
+
+    body: BaseModel
+    audit: AuditInfo | None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, body: str | bytes, headers: dict[str, str]) -> Response:
+    return Response(content=body, status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+class RateLimiter:
+    """A token bucket per API key, in this worker's memory (so the limit is per worker)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def check(self, key: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        rate = self.per_minute / 60.0
+        tokens, last = self._buckets.get(key, (float(self.per_minute), now))
+        tokens = min(float(self.per_minute), tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[key] = (tokens, now)
+            raise RateLimited(
+                f"more than {self.per_minute} requests a minute for this API key",
+                retry_after=max(1, int((1.0 - tokens) / rate + 0.999)),
+            )
+        self._buckets[key] = (tokens - 1.0, now)
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    settings: Settings = request.app.state.settings
+    if settings.auth_disabled:
+        return DEV_CALLER
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("send an API key as `Authorization: Bearer <key>`")
+    db: Database = request.app.state.db
+    with db.read() as session:
+        caller = verify_token(session, credentials.credentials)
+    if caller is None:
+        raise Unauthenticated("the API key is not valid or has been revoked")
+    request.app.state.rate_limiter.check(str(caller.key_id))
+    return caller
+
+
+def require(scope: Scope) -> Callable[..., Caller]:
+    def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Caller:
+        settings: Settings = request.app.state.settings
+        if scope is Scope.SCORES and settings.scores_open and credentials is None:
+            return DEV_CALLER
+        caller = authenticate(request, credentials)
+        if scope not in caller.scopes:
+            raise Forbidden(f"this API key lacks the '{scope}' scope")
+        return caller
+
+    dependency.__name__ = f"require_{scope.value}"
+    dependency.required_scope = scope  # type: ignore[attr-defined]
+    return dependency
+
+
+@dataclass(slots=True)
+class RequestContext:
+    db: Database
+    settings: Settings
+    caller: Caller
+    method: str
+    route: str
+    path: str
+    idempotency_key: str | None
+
+    def _audit(self, session: Session, answer: Answer) -> None:
+        if answer.audit is not None:
+            audit.record(
+                session, self.caller.name, self.method, self.route, answer.audit, answer.status
+            )
+
+    def read(self, work: Callable[[Session], Answer]) -> Response:
+        with self.db.transaction() as session:
+            answer = work(session)
+            self._audit(session, answer)
+        return json_response(answer.status, answer.body.model_dump_json(), answer.headers)
+
+    def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
+        if self.idempotency_key is None:
+            return self.read(work)
+        key = idempotency.validate_key(self.idempotency_key)
+        digest = idempotency.request_hash(
+            None if payload is None else payload.model_dump(mode="json")
+        )
+        outcome = idempotency.claim(
+            self.db,
+            self.caller.name,
+            self.method,
+            self.path,
+            key,
+            digest,
+            self.settings.idempotency_lease_seconds,
+            timedelta(hours=self.settings.idempotency_retention_hours),
+        )
+        if isinstance(outcome, idempotency.StoredResponse):
+            return json_response(
+                outcome.status, outcome.body, {**outcome.headers, "Idempotent-Replayed": "true"}
+            )
+        try:
+            with self.db.transaction() as session:
+                answer = work(session)
+                self._audit(session, answer)
+                body = answer.body.model_dump_json()
+                idempotency.complete(
+                    session,
+                    outcome,
+                    idempotency.StoredResponse(answer.status, body, answer.headers),
+                )
+        except BaseException:
+            idempotency.release(self.db, outcome)
+            raise
+        return json_response(answer.status, body, answer.headers)
+
+
+def _context_factory(scope: Scope) -> Callable[..., RequestContext]:
+    def build(
+        request: Request,
+        caller: Annotated[Caller, Depends(require(scope))],
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                max_length=255,
+                description="Retry-safe writes: the same key with the same body returns the "
+                "first response again (kept at least 24 hours).",
+            ),
+        ] = None,
+    ) -> RequestContext:
+        route = request.scope.get("route")
+        return RequestContext(
+            db=request.app.state.db,
+            settings=request.app.state.settings,
+            caller=caller,
+            method=request.method,
+            route=route.path if isinstance(route, APIRoute) else request.url.path,
+            path=request.url.path,
+            idempotency_key=idempotency_key if scope is Scope.WRITE else None,
+        )
+
+    build.__name__ = f"context_{scope.value}"
+    return build
+
+
+def _read_context_factory() -> Callable[..., RequestContext]:
+    def build(
+        request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
+    ) -> RequestContext:
+        route = request.scope.get("route")
+        return RequestContext(
+            db=request.app.state.db,
+            settings=request.app.state.settings,
+            caller=caller,
+            method=request.method,
+            route=route.path if isinstance(route, APIRoute) else request.url.path,
+            path=request.url.path,
+            idempotency_key=None,
+        )
+
+    return build
+
+
+ReadContext = Annotated[RequestContext, Depends(_read_context_factory())]
+WriteContext = Annotated[RequestContext, Depends(_context_factory(Scope.WRITE))]
+AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]
+ScoresCaller = Annotated[Caller, Depends(require(Scope.SCORES))]
+DbDep = Annotated[Database, Depends(get_db)]

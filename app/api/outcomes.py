@@ -1,0 +1,78 @@
+"""Outcomes over time for one patient."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from app.api.deps import Answer, ReadContext
+from app.errors import InvalidParameter
+from app.schemas.common import problem_responses
+from app.schemas.outcomes import OutcomesOut
+from app.scoring.outcomes import ClearanceCriterion, OutcomeOptions, RelapseDefinition
+from app.services.audit import AuditInfo
+from app.services.outcomes import patient_outcomes
+
+router = APIRouter(tags=["outcomes"])
+
+
+def _threshold_tenths(value: float | None) -> int | None:
+    if value is None:
+        return None
+    tenths = Decimal(repr(value)) * 10
+    if tenths != tenths.to_integral_value():
+        raise InvalidParameter("relapse_threshold", "must be a PASI value in steps of 0.1")
+    return int(tenths)
+
+
+@router.get(
+    "/v1/patients/{patient_id}/outcomes",
+    summary="Baseline, change, responses, clearance, relapse, rebound and the series",
+    response_model=OutcomesOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def get_outcomes(
+    patient_id: uuid.UUID,
+    ctx: ReadContext,
+    clearance: Annotated[
+        ClearanceCriterion,
+        Query(description="pasi100 (PASI = 0, default), pasi90, pasi_le_1, pasi_le_2, iga_0"),
+    ] = ClearanceCriterion.PASI100,
+    relapse: Annotated[
+        RelapseDefinition,
+        Query(
+            description="npf_50pct_loss (default; Papp et al. 2006), ema_50pct_loss, "
+            "loss_of_pasi75, pasi_above (needs relapse_threshold)"
+        ),
+    ] = RelapseDefinition.NPF_50PCT_LOSS,
+    relapse_threshold: Annotated[
+        float | None,
+        Query(ge=0, le=72, description="PASI threshold N for relapse=pasi_above (0–72)"),
+    ] = None,
+    treatment: Annotated[
+        uuid.UUID | None,
+        Query(description="Anchor on this treatment: baseline = latest on/before its start"),
+    ] = None,
+    rebound_window_days: Annotated[
+        int,
+        Query(ge=1, le=3650, description="Rebound window after a treatment's end (90 = NPF; 60 = EMA)"),
+    ] = 90,
+) -> Response:
+    """Days are whole days from the anchor (the baseline's date, or the treatment's start).
+    A patient with no (active) assessments is 404 with `reason: no-assessments`."""
+    options = OutcomeOptions(
+        clearance=clearance,
+        relapse=relapse,
+        relapse_threshold_tenths=_threshold_tenths(relapse_threshold),
+        rebound_window_days=rebound_window_days,
+    )
+    return ctx.read(
+        lambda s: Answer(
+            patient_outcomes(s, patient_id, options, treatment),
+            AuditInfo("read-outcomes", patient_id, "patient", patient_id),
+        )
+    )

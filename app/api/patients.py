@@ -1,0 +1,96 @@
+"""Patients: created with external identifiers, found by them."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from app.api.deps import Answer, ReadContext, WriteContext
+from app.errors import InvalidParameter
+from app.schemas.common import Page, problem_responses
+from app.schemas.records import PatientIn, PatientOut
+from app.services import patients as service
+from app.services.audit import AuditInfo
+
+router = APIRouter(prefix="/v1/patients", tags=["patients"])
+
+Limit = Annotated[int | None, Query(ge=1, le=200, description="Page size (default 50, max 200)")]
+Cursor = Annotated[str | None, Query(max_length=500, description="From `next_cursor`")]
+
+
+@router.post(
+    "",
+    summary="Create a patient with external identifiers",
+    response_model=PatientOut,
+    status_code=201,
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
+)
+def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
+    """No names or direct identifiers: only `identifiers` (`system` + `value`, unique across
+    patients; one already in use is 409 with the `patient_id` that holds it), sex and birth
+    year."""
+
+    def work(session: Session) -> Answer:
+        out = service.create_patient(session, body, ctx.caller.name)
+        return Answer(
+            out,
+            AuditInfo("create-patient", out.id, "patient", out.id),
+            status=201,
+            headers={"Location": f"/v1/patients/{out.id}"},
+        )
+
+    return ctx.write(body, work)
+
+
+@router.get(
+    "",
+    summary="Find a patient by identifier, or list patients",
+    response_model=Page[PatientOut],
+    responses=problem_responses(401, 403, 422, 429),
+)
+def list_patients(
+    ctx: ReadContext,
+    identifier: Annotated[
+        str | None,
+        Query(
+            max_length=511,
+            description="`system|value` (the `|` raw or percent-encoded as %7C); "
+            "no match is 200 with no items",
+            examples=["https://trial.example/subject|S-001"],
+        ),
+    ] = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Response:
+    if identifier is not None:
+        pair = service.parse_identifier_token(identifier)
+        if pair is None:
+            raise InvalidParameter("identifier", "must be `system|value` with both parts non-empty")
+        return ctx.read(
+            lambda s: Answer(
+                service.find_by_identifier(s, *pair), AuditInfo("search-patients")
+            )
+        )
+    size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
+    return ctx.read(
+        lambda s: Answer(service.list_patients(s, size, cursor), AuditInfo("list-patients"))
+    )
+
+
+@router.get(
+    "/{patient_id}",
+    summary="One patient",
+    response_model=PatientOut,
+    responses=problem_responses(401, 403, 404, 422, 429),
+)
+def get_patient(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
+    return ctx.read(
+        lambda s: Answer(
+            service.get_patient(s, patient_id),
+            AuditInfo("read-patient", patient_id, "patient", patient_id),
+        )
+    )

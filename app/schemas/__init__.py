@@ -1,0 +1,1 @@
+"""Request and response models (the HTTP contract); no scoring rules live here."""

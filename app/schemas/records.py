@@ -1,0 +1,216 @@
+"""Patients, assessments and treatments: what clients send and what the service returns."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from app.schemas.common import ClinicalDate, IsoDate, StrictInput, latest_date_on_earth
+from app.schemas.scores import PASI_EXAMPLE, ClinicalScoresIn, DlqiIn, PasiIn, Scores
+
+ShortText = Annotated[str, Field(min_length=1, max_length=100)]
+Reason = Annotated[str, Field(min_length=1, max_length=1000, description="Why (1–1000 characters)")]
+Notes = Annotated[str, Field(max_length=4000)]
+
+
+class Identifier(StrictInput):
+    system: Annotated[str, Field(min_length=1, max_length=255)] = Field(
+        description="Namespace of the identifier, e.g. `https://hospital.example/mrn` (a URI)"
+    )
+    value: Annotated[str, Field(min_length=1, max_length=255)] = Field(description="The identifier")
+
+
+class PatientIn(StrictInput):
+    """No names or other direct identifiers: only external identifiers, sex and year of birth."""
+
+    identifiers: list[Identifier] = Field(min_length=1, max_length=20)
+    sex: Literal["female", "male", "other", "unknown"] | None = None
+    birth_year: Annotated[int, Field(strict=True, ge=1900, le=2100)] | None = Field(
+        default=None, description="Year of birth (not after the current year)"
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "identifiers": [{"system": "https://trial.example/subject", "value": "S-001"}],
+                    "sex": "female",
+                    "birth_year": 1975,
+                }
+            ]
+        }
+    }
+
+    @field_validator("birth_year")
+    @classmethod
+    def _not_future(cls, value: int | None) -> int | None:
+        if value is not None and value > latest_date_on_earth().year:
+            raise ValueError("must not be after the current year")
+        return value
+
+    @field_validator("identifiers")
+    @classmethod
+    def _distinct(cls, value: list[Identifier]) -> list[Identifier]:
+        pairs = [(i.system, i.value) for i in value]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("must not repeat an identifier")
+        return value
+
+
+class PatientOut(BaseModel):
+    id: uuid.UUID
+    identifiers: list[Identifier]
+    sex: str | None
+    birth_year: int | None
+    created_at: datetime
+    created_by: str
+
+
+class AssessmentIn(ClinicalScoresIn):
+    """One dated assessment: PASI inputs (required) and optionally IGA, measured BSA and DLQI."""
+
+    assessed_on: ClinicalDate = Field(
+        description="Clinical date (YYYY-MM-DD), not in the future anywhere on Earth, not before 1900"
+    )
+    visit: ShortText | None = Field(default=None, description='Visit label, e.g. "Week 12"')
+    assessor: ShortText | None = None
+    is_baseline: Annotated[bool, Field(strict=True)] = Field(
+        default=False, description="Flag this as the patient's baseline (at most one active)"
+    )
+    notes: Notes | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"assessed_on": "2011-10-20", "visit": "Baseline", "pasi": PASI_EXAMPLE, "iga": 4}
+            ]
+        }
+    }
+
+
+class AssessmentAmend(AssessmentIn):
+    """The full clinical content, as in POST, plus why it changes."""
+
+    reason: Reason
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "assessed_on": "2011-10-20",
+                    "visit": "Baseline",
+                    "pasi": PASI_EXAMPLE,
+                    "iga": 3,
+                    "reason": "IGA transcribed wrongly from the paper form",
+                }
+            ]
+        }
+    }
+
+
+class ReasonIn(StrictInput):
+    reason: Reason
+
+
+class AssessmentContent(BaseModel):
+    assessed_on: IsoDate
+    visit: str | None
+    assessor: str | None
+    is_baseline: bool
+    notes: str | None
+    pasi: PasiIn
+    iga: int | None
+    bsa_percent: float | None
+    dlqi: DlqiIn | None
+
+
+class AssessmentOut(AssessmentContent):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    version: int
+    status: Literal["active", "entered-in-error"]
+    recorded_at: datetime = Field(description="When first recorded (server time, UTC)")
+    updated_at: datetime
+    scores: Scores
+
+
+class VersionOut(BaseModel):
+    version: int
+    action: Literal["create", "amend", "entered-in-error"]
+    recorded_at: datetime
+    recorded_by: str
+    reason: str | None
+    status: Literal["active", "entered-in-error"]
+
+
+class AssessmentVersionOut(VersionOut, AssessmentContent):
+    scores: Scores | None
+
+
+class DoseIn(StrictInput):
+    given_on: IsoDate
+    amount: Annotated[float, Field(strict=True, gt=0, le=1e15, allow_inf_nan=False)] = Field(
+        description="Amount given, in `unit`"
+    )
+    unit: Annotated[str, Field(min_length=1, max_length=50)] = Field(
+        description='Unit, e.g. "cells/kg" or "mg"'
+    )
+
+
+class TreatmentIn(StrictInput):
+    agent: Annotated[str, Field(min_length=1, max_length=200)]
+    started_on: ClinicalDate
+    ended_on: ClinicalDate | None = Field(default=None, description="Not before started_on")
+    doses: list[DoseIn] = Field(default_factory=list, max_length=1000)
+    notes: Notes | None = None
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "agent": "UC-MSC infusion",
+                    "started_on": "2011-10-20",
+                    "ended_on": None,
+                    "doses": [{"given_on": "2011-10-20", "amount": 1e6, "unit": "cells/kg"}],
+                    "notes": "single infusion",
+                }
+            ]
+        }
+    }
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> TreatmentIn:
+        if self.ended_on is not None and self.ended_on < self.started_on:
+            raise ValueError("ended_on must not be before started_on")
+        return self
+
+
+class TreatmentAmend(TreatmentIn):
+    reason: Reason
+
+
+class TreatmentContent(BaseModel):
+    agent: str
+    started_on: IsoDate
+    ended_on: IsoDate | None
+    doses: list[DoseIn]
+    notes: str | None
+
+
+class TreatmentOut(TreatmentContent):
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    version: int
+    status: Literal["active", "entered-in-error"]
+    recorded_at: datetime
+    updated_at: datetime
+
+
+class TreatmentVersionOut(VersionOut, TreatmentContent):
+    pass
+
+
+__all__ = ["DlqiIn"]

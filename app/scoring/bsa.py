@@ -1,0 +1,143 @@
+"""BSA, the percentage of body surface area involved by psoriasis.
+
+From the four PASI regions, each weighted by its share of an adult's body surface
+(Fredriksson & Pettersson 1978): BSA = 0.1*head + 0.2*upper + 0.3*trunk + 0.4*lower. Or
+measured directly (the patient's whole hand, palm and fingers, is about 1 %), which then takes
+precedence. Computed exactly in Decimal; rounding to two decimals is for reporting only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import (
+    ROUND_HALF_EVEN,
+    ROUND_HALF_UP,
+    Context,
+    Decimal,
+    DivisionByZero,
+    Inexact,
+    InvalidOperation,
+    Overflow,
+    Rounded,
+    Underflow,
+    localcontext,
+)
+from enum import StrEnum
+from typing import Final, Literal
+
+from app.scoring.errors import ScoringInputError
+from app.scoring.pasi import REGION_WEIGHT_TENTHS, Region, checked_percent, tenths_to_decimal
+
+__all__ = [
+    "BsaScore",
+    "BsaSeverity",
+    "bsa_from_region_percents",
+    "bsa_severity",
+    "round_bsa",
+    "score_bsa",
+]
+
+# Checked percentages have at most 3 integer digits and PERCENT_MAX_DECIMAL_PLACES decimals,
+# so 60 digits hold every sum exactly; the traps turn any rounding into an error, not a result.
+EXACT_CONTEXT: Final = Context(
+    prec=60,
+    rounding=ROUND_HALF_EVEN,
+    traps=[InvalidOperation, DivisionByZero, Overflow, Underflow, Inexact, Rounded],
+)
+_REPORTING_CONTEXT: Final = Context(prec=60, rounding=ROUND_HALF_UP, traps=[InvalidOperation])
+
+_TWO_PLACES: Final = Decimal("0.01")
+_MILD_BELOW: Final = Decimal(3)
+_SEVERE_ABOVE: Final = Decimal(10)
+
+
+class BsaSeverity(StrEnum):
+    """US National Psoriasis Foundation convention: < 3 % mild, 3-10 % moderate, > 10 % severe."""
+
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"
+
+
+@dataclass(frozen=True, slots=True)
+class BsaScore:
+    """BSA with where it came from and its severity band (on the exact value)."""
+
+    bsa_percent: Decimal  # exact (unrounded)
+    source: Literal["measured", "regions"]
+    severity: BsaSeverity
+
+
+def _reject_unknown_regions(percents: Mapping[Region, object]) -> None:
+    for key in percents:
+        if key not in REGION_WEIGHT_TENTHS:
+            raise ScoringInputError(
+                str(key), "is not a PASI region (head_neck, upper_limbs, trunk, lower_limbs)"
+            )
+
+
+def bsa_from_region_percents(percents: Mapping[Region, Decimal]) -> Decimal:
+    """Exact 0.1*head + 0.2*upper + 0.3*trunk + 0.4*lower from regional percentages.
+
+    All four regions are required, each 0-100; errors name f"{region}/area_percent", the same
+    path as in a PASI body.
+    """
+    _reject_unknown_regions(percents)
+    checked: list[tuple[Region, Decimal]] = []
+    for region in Region:
+        percent = percents.get(region)
+        if percent is None:
+            raise ScoringInputError(f"{region}", "is required")
+        checked.append((region, checked_percent(percent, f"{region}/area_percent")))
+    with localcontext(EXACT_CONTEXT):
+        return sum(
+            (tenths_to_decimal(REGION_WEIGHT_TENTHS[region]) * p for region, p in checked),
+            Decimal("0.0"),
+        )
+
+
+def round_bsa(bsa: Decimal) -> Decimal:
+    """BSA to two decimals, half up (for reporting only; bands use the exact value)."""
+    value = checked_percent(bsa, "bsa_percent")
+    with localcontext(_REPORTING_CONTEXT):
+        return value.quantize(_TWO_PLACES, rounding=ROUND_HALF_UP)
+
+
+def bsa_severity(bsa: Decimal) -> BsaSeverity:
+    """Severity band of the exact BSA (US National Psoriasis Foundation convention).
+
+    A regional BSA of 10.004 is reported as 10.00 but is severe.
+    """
+    value = checked_percent(bsa, "bsa_percent")
+    if value < _MILD_BELOW:
+        return BsaSeverity.MILD
+    if value <= _SEVERE_ABOVE:
+        return BsaSeverity.MODERATE
+    return BsaSeverity.SEVERE
+
+
+def score_bsa(
+    region_percents: Mapping[Region, Decimal | None] | None,
+    measured_percent: Decimal | None,
+) -> BsaScore | None:
+    """BSA from a measurement if given, else from the regions if all four give a percentage.
+
+    Returns None when neither is available (e.g. a region scored with area_score only). Region
+    percentages that are given are validated even when the measurement wins: invalid input is
+    never silently dropped.
+    """
+    regional: dict[Region, Decimal] = {}
+    if region_percents is not None:
+        _reject_unknown_regions(region_percents)
+        for region in Region:
+            percent = region_percents.get(region)
+            if percent is not None:
+                regional[region] = checked_percent(percent, f"{region}/area_percent")
+    if measured_percent is not None:
+        measured = checked_percent(measured_percent, "bsa_percent")
+        return BsaScore(measured, "measured", bsa_severity(measured))
+    if len(regional) < len(Region):
+        return None
+    bsa = bsa_from_region_percents(regional)
+    return BsaScore(bsa, "regions", bsa_severity(bsa))

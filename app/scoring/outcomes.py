@@ -1,0 +1,770 @@
+"""Outcomes of a patient's serial assessments (SPEC section 3): pure, exact, O(n log n).
+
+Everything here is a pure function of the assessments and the options: no I/O, no clock.
+
+Units and exactness
+    PASI is carried as an integer number of tenths everywhere (``186`` means 18.6), so every
+    threshold is an exact integer comparison (SPEC section 2, "Exact arithmetic"):
+
+    * PASI *k* response: ``b > 0 and 100 * (b - x) >= k * b``;
+    * absolute targets PASI <= 1 / 2 / 3 / 5: ``x <= 10 / 20 / 30 / 50``;
+    * percent improvement is only *displayed*: ``100 * (b - x) / b`` rounded to 0.1 with
+      ``ROUND_HALF_UP`` (a ``Decimal``, negative when PASI worsened); nothing is ever
+      compared after rounding.
+
+    ``b`` is the baseline PASI and ``x`` the PASI of the assessment being judged.
+    BSA is a ``Decimal`` percentage or ``None``.
+
+Ordering
+    Assessments are ordered by ``(assessed_on, recorded_at)``: two assessments on the same
+    clinical date are ordered by the time they were recorded, so the one recorded later is
+    "later" (and, if it is the last, the latest). Input order is irrelevant. ``recorded_at``
+    values must be all timezone-aware or all naive, as Python requires to compare them.
+
+Baseline and anchor
+    The baseline is the assessment flagged ``is_baseline`` (the first in order if several
+    are), else the earliest. When the options name a treatment, the baseline is instead the
+    latest assessment on or before the treatment's start date (the flag is ignored) and
+    days count from the start date. The baseline and every assessment after it "count";
+    assessments before it appear in ``series`` (``counts=False``, days <= 0) and count
+    towards nothing else. Days are always ``(assessed_on - anchor_on).days`` without
+    clamping: an anchored baseline taken before the treatment started has negative days.
+
+Complexity
+    One sort, then a constant number of linear passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from operator import attrgetter
+from typing import Literal
+
+__all__ = [
+    "AssessmentRef",
+    "Change",
+    "Clearance",
+    "ClearanceCriterion",
+    "DatedScore",
+    "Episode",
+    "OutcomeInputError",
+    "OutcomeOptions",
+    "Outcomes",
+    "Rebound",
+    "Relapse",
+    "RelapseDefinition",
+    "SeriesPoint",
+    "TargetResponse",
+    "TreatmentCourse",
+    "compute_outcomes",
+    "percent_improvement",
+    "reaches_pasi_response",
+]
+
+PASI_MAX_TENTHS = 720
+IGA_MAX = 4
+
+# Keys of ``Outcomes.responses`` in their documented order, with their exact thresholds.
+RELATIVE_TARGETS: tuple[tuple[str, int], ...] = (
+    ("pasi50", 50),
+    ("pasi75", 75),
+    ("pasi90", 90),
+    ("pasi100", 100),
+)
+"""Relative responses: key and percent improvement *k* (met iff ``100*(b-x) >= k*b``)."""
+
+ABSOLUTE_TARGETS: tuple[tuple[str, int], ...] = (
+    ("pasi_le_1", 10),
+    ("pasi_le_2", 20),
+    ("pasi_le_3", 30),
+    ("pasi_le_5", 50),
+)
+"""Absolute targets: key and the largest PASI in tenths that meets it (``x <= limit``)."""
+
+NOTE_BASELINE_ZERO = (
+    "baseline PASI is 0: percent improvement and the PASI 50-100 responses are undefined, "
+    "relapse is not evaluable; absolute targets still apply"
+)
+NOTE_PERCENT_UNDEFINED = "baseline PASI is 0, so percent improvement is undefined"
+NOTE_RELATIVE_UNDEFINED = "baseline PASI is 0, so a relative PASI response is undefined"
+NOTE_CLEARANCE_PASI90_UNDEFINED = (
+    "baseline PASI is 0, so clearance by PASI 90 (a relative response) is not evaluable"
+)
+NOTE_CLEARANCE_NO_IGA = "no assessment from the baseline on records IGA"
+NOTE_RELAPSE_BASELINE_ZERO = "baseline PASI is 0, so relapse is not evaluable"
+NOTE_REBOUND_BASELINE_ZERO = "baseline PASI is 0, so rebound (125 % of baseline) is not evaluable"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True, slots=True)
+class DatedScore:
+    """One assessment as the outcomes need it.
+
+    ``pasi_tenths`` is PASI in integer tenths (0-720). Order is ``(assessed_on,
+    recorded_at)``; ``recorded_at`` breaks ties between assessments on the same date.
+    """
+
+    assessment_id: str
+    assessed_on: date
+    recorded_at: datetime
+    pasi_tenths: int
+    bsa_percent: Decimal | None = None
+    iga: int | None = None
+    is_baseline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TreatmentCourse:
+    """A treatment course: it may anchor the outcomes and, once ended, defines rebound."""
+
+    treatment_id: str
+    started_on: date
+    ended_on: date | None = None
+
+
+class ClearanceCriterion(StrEnum):
+    """What counts as clear skin (option ``clearance``). The choice is the user's.
+
+    The members are the conventional endpoints of psoriasis trials and registries; the
+    PASI-based ones are judged exactly on integer tenths.
+    """
+
+    PASI100 = "pasi100"
+    """PASI = 0, i.e. complete clearance / PASI 100 (SPEC section 3 default). Absolute: it
+    needs no baseline, so it is evaluable even when the baseline PASI is 0."""
+
+    PASI90 = "pasi90"
+    """PASI 90: at least 90 % improvement from the baseline PASI (``100*(b-x) >= 90*b``),
+    the usual "almost clear" endpoint of biologic trials. Relative: not evaluable when the
+    baseline PASI is 0."""
+
+    PASI_LE_1 = "pasi_le_1"
+    """Absolute PASI <= 1 (``x <= 10`` tenths), the absolute-PASI treat-to-target goal."""
+
+    PASI_LE_2 = "pasi_le_2"
+    """Absolute PASI <= 2 (``x <= 20`` tenths), the absolute-PASI treat-to-target goal."""
+
+    IGA_0 = "iga_0"
+    """IGA / sPGA 0 ("clear") on the 0-4 scale (SPEC section 2). Assessments without an IGA
+    neither meet nor break it."""
+
+
+class RelapseDefinition(StrEnum):
+    """How relapse is defined (option ``relapse``); each is a published choice."""
+
+    NPF_50PCT_LOSS = "npf_50pct_loss"
+    """US National Psoriasis Foundation definition (Papp et al., BMC Dermatology 2006;6:9,
+    table 1; Carey et al., JAAD 2006): "loss of 50 % of PASI improvement from baseline in
+    patients who achieve a clinically meaningful response (>= 50 % improvement in PASI
+    from baseline)". Evaluable from the first PASI 50; relapse at the first later
+    assessment with ``PASI >= best + 0.5 * (baseline - best)``, exactly ``2*x >= best + b``.
+    """
+
+    EMA_50PCT_LOSS = "ema_50pct_loss"
+    """EMA wording (CHMP guideline on clinical investigation of medicinal products
+    indicated for the treatment of psoriasis, CHMP/EWP/2454/02): a loss of *more than*
+    50 % of the maximal improvement. As NPF but strictly greater: ``2*x > best + b``."""
+
+    LOSS_OF_PASI75 = "loss_of_pasi75"
+    """Loss of a PASI 75 response: evaluable from the first PASI 75; relapse at the first
+    later assessment below PASI 75, exactly ``100*(b-x) < 75*b``."""
+
+    PASI_ABOVE = "pasi_above"
+    """A user-chosen absolute threshold N (``relapse_threshold_tenths``): evaluable from the
+    first PASI 50 (as NPF, Papp et al. 2006); relapse at the first later PASI > N."""
+
+
+class OutcomeInputError(ValueError):
+    """The options or the data cannot be used; ``field`` names the input, ``rule`` says why."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field} {rule}")
+        self.field = field
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeOptions:
+    """Options of ``compute_outcomes``.
+
+    ``relapse_threshold_tenths`` is required (>= 0) for ``PASI_ABOVE`` and ignored otherwise.
+    ``treatment`` anchors the outcomes on a treatment course. ``rebound_window_days`` is the
+    rebound window after a treatment's end: 90 days is the NPF's 3 months (Papp et al.,
+    BMC Dermatology 2006;6:9, table 1); 60 gives the EMA's 2 months (CHMP/EWP/2454/02).
+    """
+
+    clearance: ClearanceCriterion = ClearanceCriterion.PASI100
+    relapse: RelapseDefinition = RelapseDefinition.NPF_50PCT_LOSS
+    relapse_threshold_tenths: int | None = None
+    treatment: TreatmentCourse | None = None
+    rebound_window_days: int = 90
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class AssessmentRef:
+    assessment_id: str
+    assessed_on: date
+    pasi_tenths: int
+    bsa_percent: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Latest assessment versus baseline."""
+
+    pasi_absolute_tenths: int
+    percent_improvement: Decimal | None
+    bsa_absolute: Decimal | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResponse:
+    """A PASI response or absolute target: met by the latest assessment, first met by a
+    counting assessment (days from the anchor). All None, with a note, when undefined."""
+
+    reached_now: bool | None
+    first_reached_on: date | None
+    days: int | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """Time to clearance (Kaplan-Meier ready): ``censored`` is True when not cleared yet and
+    ``days_observed`` (anchor to latest) is always given. ``lasted_days`` runs from
+    ``cleared_on`` to the first later assessment not meeting the criterion (``ongoing``
+    False) or to the latest assessment (``ongoing`` True)."""
+
+    criterion: ClearanceCriterion
+    cleared_on: date | None
+    days_to_clearance: int | None
+    censored: bool | None
+    days_observed: int
+    lasted_days: int | None
+    ongoing: bool | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Relapse:
+    """Relapse in the first response episode. ``threshold_tenths`` is the ``pasi_above``
+    threshold (None otherwise). When not evaluable, the five event fields are None and
+    ``note`` says why."""
+
+    definition: RelapseDefinition
+    threshold_tenths: int | None
+    evaluable_from: date | None
+    relapsed_on: date | None
+    days_to_relapse: int | None
+    relapse_free_days: int | None
+    censored: bool | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rebound:
+    """Rebound after a treatment's end (Papp et al., BMC Dermatology 2006;6:9, table 1):
+    PASI >= 125 % of baseline (``4*x >= 5*b``) at an assessment with
+    ``ended_on < assessed_on <= ended_on + window_days``. Only counting assessments
+    (the baseline and later) are considered. ``rebounded`` is None when the baseline PASI is
+    0, False with a note when no assessment falls in the window."""
+
+    treatment_id: str | None
+    treatment_ended_on: date | None
+    window_days: int
+    rebounded: bool | None
+    rebound_on: date | None
+    days_after_end: int | None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """A response episode: from the first assessment reaching the qualifying response (after
+    the previous episode's relapse) to its own relapse. ``best_pasi_tenths`` is the lowest
+    PASI before the relapse (``best_on`` its first date); ``cleared_on`` the first
+    assessment in the episode, before its relapse, meeting the clearance criterion."""
+
+    responded_on: date
+    best_pasi_tenths: int
+    best_on: date
+    cleared_on: date | None
+    relapsed_on: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One assessment on the course chart; ``counts`` is False before the baseline."""
+
+    assessment_id: str
+    assessed_on: date
+    days: int
+    pasi_tenths: int
+    bsa_percent: Decimal | None
+    iga: int | None
+    percent_improvement: Decimal | None
+    counts: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """Everything ``GET /v1/patients/{id}/outcomes`` reports. ``responses`` keys are, in
+    order: pasi50, pasi75, pasi90, pasi100, pasi_le_1, pasi_le_2, pasi_le_3, pasi_le_5."""
+
+    anchor: Literal["baseline", "treatment"]
+    anchor_on: date
+    treatment_id: str | None
+    baseline: AssessmentRef
+    latest: AssessmentRef
+    change: Change
+    responses: dict[str, TargetResponse]
+    clearance: Clearance
+    relapse: Relapse
+    episodes: list[Episode]
+    rebound: Rebound | None
+    series: list[SeriesPoint]
+    notes: list[str]
+
+
+# --------------------------------------------------------------------------- exact helpers
+
+
+def reaches_pasi_response(baseline_tenths: int, pasi_tenths: int, k: int) -> bool:
+    """PASI *k* response, exactly: ``baseline > 0 and 100*(baseline - pasi) >= k*baseline``."""
+    return baseline_tenths > 0 and 100 * (baseline_tenths - pasi_tenths) >= k * baseline_tenths
+
+
+def percent_improvement(baseline_tenths: int, pasi_tenths: int) -> Decimal | None:
+    """``100*(b - x)/b`` to one decimal, ROUND_HALF_UP (ties away from zero); None if b == 0.
+
+    Computed in integers, so there is no intermediate rounding; a result that rounds to
+    zero is ``Decimal("0.0")``, never ``-0.0``. For display only: never compare it.
+    """
+    if baseline_tenths <= 0:
+        return None
+    tenths_of_percent = 1000 * (baseline_tenths - pasi_tenths)
+    quotient, remainder = divmod(abs(tenths_of_percent), baseline_tenths)
+    if 2 * remainder >= baseline_tenths:
+        quotient += 1
+    signed = quotient if tenths_of_percent >= 0 else -quotient
+    return Decimal(signed).scaleb(-1)
+
+
+def _ended_on(course: TreatmentCourse) -> tuple[date, date]:
+    # Only called for courses with an end date.
+    assert course.ended_on is not None
+    return (course.ended_on, course.started_on)
+
+
+def _ref(score: DatedScore) -> AssessmentRef:
+    return AssessmentRef(
+        assessment_id=score.assessment_id,
+        assessed_on=score.assessed_on,
+        pasi_tenths=score.pasi_tenths,
+        bsa_percent=score.bsa_percent,
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate_course(course: TreatmentCourse, field: str) -> None:
+    if course.ended_on is not None and course.ended_on < course.started_on:
+        raise OutcomeInputError(
+            field, f"ends ({course.ended_on}) before it starts ({course.started_on})"
+        )
+
+
+def _validate_options(options: OutcomeOptions, treatments: Sequence[TreatmentCourse]) -> None:
+    if options.relapse is RelapseDefinition.PASI_ABOVE:
+        threshold = options.relapse_threshold_tenths
+        if threshold is None:
+            raise OutcomeInputError("relapse_threshold", "is required when relapse is pasi_above")
+        if threshold < 0:
+            raise OutcomeInputError("relapse_threshold", "must be 0 or more")
+    if options.rebound_window_days < 1:
+        raise OutcomeInputError("rebound_window_days", "must be at least 1 day")
+    if options.treatment is not None:
+        _validate_course(options.treatment, "treatment")
+    for course in treatments:
+        _validate_course(course, "treatments")
+
+
+def _validate_score(score: DatedScore) -> None:
+    if not 0 <= score.pasi_tenths <= PASI_MAX_TENTHS:
+        raise OutcomeInputError(
+            "pasi_tenths",
+            f"must be from 0 to {PASI_MAX_TENTHS} tenths (assessment {score.assessment_id})",
+        )
+    if score.iga is not None and not 0 <= score.iga <= IGA_MAX:
+        raise OutcomeInputError(
+            "iga", f"must be from 0 to {IGA_MAX} (assessment {score.assessment_id})"
+        )
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def _find_baseline(ordered: Sequence[DatedScore], options: OutcomeOptions, notes: list[str]) -> int:
+    """Index of the baseline in ``ordered``."""
+    if options.treatment is not None:
+        start = options.treatment.started_on
+        index = -1
+        for i, score in enumerate(ordered):
+            if score.assessed_on > start:
+                break
+            index = i
+        if index < 0:
+            raise OutcomeInputError(
+                "treatment", "has no assessment on or before its start date to serve as baseline"
+            )
+        notes.append(
+            "baseline is the latest assessment on or before the treatment start "
+            f"({start.isoformat()}); days count from the treatment start"
+        )
+        return index
+    flagged = [i for i, score in enumerate(ordered) if score.is_baseline]
+    if len(flagged) > 1:
+        notes.append("several assessments are flagged as baseline; the first in order is used")
+    return flagged[0] if flagged else 0
+
+
+def _change(baseline: DatedScore, latest: DatedScore) -> Change:
+    b = baseline.pasi_tenths
+    bsa_absolute = (
+        latest.bsa_percent - baseline.bsa_percent
+        if latest.bsa_percent is not None and baseline.bsa_percent is not None
+        else None
+    )
+    return Change(
+        pasi_absolute_tenths=latest.pasi_tenths - b,
+        percent_improvement=percent_improvement(b, latest.pasi_tenths),
+        bsa_absolute=bsa_absolute,
+        note=NOTE_PERCENT_UNDEFINED if b == 0 else None,
+    )
+
+
+def _first_meeting(
+    counting: Sequence[DatedScore], meets: Callable[[int], bool]
+) -> DatedScore | None:
+    for score in counting:
+        if meets(score.pasi_tenths):
+            return score
+    return None
+
+
+def _relative_test(b: int, k: int) -> Callable[[int], bool]:
+    def meets(x: int) -> bool:
+        return reaches_pasi_response(b, x, k)
+
+    return meets
+
+
+def _absolute_test(limit_tenths: int) -> Callable[[int], bool]:
+    def meets(x: int) -> bool:
+        return x <= limit_tenths
+
+    return meets
+
+
+def _responses(counting: Sequence[DatedScore], anchor_on: date) -> dict[str, TargetResponse]:
+    b = counting[0].pasi_tenths
+    latest = counting[-1]
+    responses: dict[str, TargetResponse] = {}
+
+    def target(meets: Callable[[int], bool]) -> TargetResponse:
+        first = _first_meeting(counting, meets)
+        return TargetResponse(
+            reached_now=meets(latest.pasi_tenths),
+            first_reached_on=first.assessed_on if first else None,
+            days=(first.assessed_on - anchor_on).days if first else None,
+        )
+
+    for key, k in RELATIVE_TARGETS:
+        if b == 0:
+            responses[key] = TargetResponse(None, None, None, NOTE_RELATIVE_UNDEFINED)
+        else:
+            responses[key] = target(_relative_test(b, k))
+    for key, limit in ABSOLUTE_TARGETS:
+        responses[key] = target(_absolute_test(limit))
+    return responses
+
+
+def _clearance_test(
+    criterion: ClearanceCriterion, b: int
+) -> Callable[[DatedScore], bool | None] | None:
+    """Whether an assessment meets the criterion (None: neither meets nor breaks it).
+
+    Returns None when the criterion cannot be evaluated at all (PASI 90 with baseline 0).
+    """
+    if criterion is ClearanceCriterion.PASI100:
+        return lambda s: s.pasi_tenths == 0
+    if criterion is ClearanceCriterion.PASI90:
+        if b == 0:
+            return None
+        return lambda s: reaches_pasi_response(b, s.pasi_tenths, 90)
+    if criterion is ClearanceCriterion.PASI_LE_1:
+        return lambda s: s.pasi_tenths <= 10
+    if criterion is ClearanceCriterion.PASI_LE_2:
+        return lambda s: s.pasi_tenths <= 20
+    return lambda s: None if s.iga is None else s.iga == 0
+
+
+def _clearance(
+    counting: Sequence[DatedScore],
+    criterion: ClearanceCriterion,
+    anchor_on: date,
+    clears: Callable[[DatedScore], bool | None] | None,
+) -> Clearance:
+    latest = counting[-1]
+    days_observed = (latest.assessed_on - anchor_on).days
+    if clears is None:
+        return Clearance(
+            criterion, None, None, None, days_observed, None, None, NOTE_CLEARANCE_PASI90_UNDEFINED
+        )
+    first_index = next((i for i, s in enumerate(counting) if clears(s) is True), None)
+    if first_index is None:
+        note = None
+        if criterion is ClearanceCriterion.IGA_0 and all(s.iga is None for s in counting):
+            note = NOTE_CLEARANCE_NO_IGA
+        return Clearance(criterion, None, None, True, days_observed, None, None, note)
+    cleared_on = counting[first_index].assessed_on
+    ended_on, ongoing = latest.assessed_on, True
+    for score in counting[first_index + 1 :]:
+        if clears(score) is False:
+            ended_on, ongoing = score.assessed_on, False
+            break
+    return Clearance(
+        criterion=criterion,
+        cleared_on=cleared_on,
+        days_to_clearance=(cleared_on - anchor_on).days,
+        censored=False,
+        days_observed=days_observed,
+        lasted_days=(ended_on - cleared_on).days,
+        ongoing=ongoing,
+    )
+
+
+def _relapse_rules(
+    options: OutcomeOptions, b: int
+) -> tuple[Callable[[int], bool], Callable[[int, int], bool], str]:
+    """(qualifying response, relapse test on (pasi, best), name of the qualifying response)."""
+
+    def pasi50(x: int) -> bool:
+        return reaches_pasi_response(b, x, 50)
+
+    definition = options.relapse
+    if definition is RelapseDefinition.NPF_50PCT_LOSS:
+        return pasi50, lambda x, best: 2 * x >= best + b, "PASI 50"
+    if definition is RelapseDefinition.EMA_50PCT_LOSS:
+        return pasi50, lambda x, best: 2 * x > best + b, "PASI 50"
+    if definition is RelapseDefinition.LOSS_OF_PASI75:
+        return (
+            lambda x: reaches_pasi_response(b, x, 75),
+            lambda x, best: 100 * (b - x) < 75 * b,
+            "PASI 75",
+        )
+    threshold = options.relapse_threshold_tenths
+    assert threshold is not None  # checked by _validate_options
+    return pasi50, lambda x, best: x > threshold, "PASI 50"
+
+
+def _episodes(
+    counting: Sequence[DatedScore],
+    qualifies: Callable[[int], bool],
+    relapses: Callable[[int, int], bool],
+    clears: Callable[[DatedScore], bool | None] | None,
+) -> list[Episode]:
+    """Response episodes in order; one linear pass over the counting assessments."""
+    episodes: list[Episode] = []
+    n = len(counting)
+    i = 0
+    while i < n:
+        while i < n and not qualifies(counting[i].pasi_tenths):
+            i += 1
+        if i == n:
+            break
+        start = counting[i]
+        best, best_on = start.pasi_tenths, start.assessed_on
+        cleared_on = start.assessed_on if clears is not None and clears(start) is True else None
+        relapsed_on: date | None = None
+        j = i + 1
+        while j < n:
+            score = counting[j]
+            if relapses(score.pasi_tenths, best):
+                relapsed_on = score.assessed_on
+                break
+            if score.pasi_tenths < best:
+                best, best_on = score.pasi_tenths, score.assessed_on
+            if cleared_on is None and clears is not None and clears(score) is True:
+                cleared_on = score.assessed_on
+            j += 1
+        episodes.append(Episode(start.assessed_on, best, best_on, cleared_on, relapsed_on))
+        if relapsed_on is None:
+            break
+        i = j + 1
+    return episodes
+
+
+def _relapse(
+    options: OutcomeOptions,
+    b: int,
+    latest: DatedScore,
+    episodes: Sequence[Episode],
+    qualifying_name: str,
+) -> Relapse:
+    definition = options.relapse
+    threshold = (
+        options.relapse_threshold_tenths if definition is RelapseDefinition.PASI_ABOVE else None
+    )
+    if b == 0 or not episodes:
+        note = (
+            NOTE_RELAPSE_BASELINE_ZERO
+            if b == 0
+            else f"no assessment has reached {qualifying_name} yet, so relapse is not evaluable"
+        )
+        return Relapse(definition, threshold, None, None, None, None, None, note)
+    first = episodes[0]
+    evaluable_from = first.responded_on
+    if first.relapsed_on is not None:
+        days = (first.relapsed_on - evaluable_from).days
+        return Relapse(definition, threshold, evaluable_from, first.relapsed_on, days, days, False)
+    free_days = (latest.assessed_on - evaluable_from).days
+    return Relapse(definition, threshold, evaluable_from, None, None, free_days, True)
+
+
+def _rebound(
+    counting: Sequence[DatedScore],
+    options: OutcomeOptions,
+    treatments: Sequence[TreatmentCourse],
+) -> Rebound | None:
+    course: TreatmentCourse | None = None
+    if options.treatment is not None:
+        if options.treatment.ended_on is not None:
+            course = options.treatment
+    else:
+        ended = [t for t in treatments if t.ended_on is not None]
+        if ended:
+            course = max(ended, key=_ended_on)
+    if course is None or course.ended_on is None:
+        return None
+    ended_on = course.ended_on
+    window = options.rebound_window_days
+    b = counting[0].pasi_tenths
+    if b == 0:
+        return Rebound(
+            course.treatment_id, ended_on, window, None, None, None, NOTE_REBOUND_BASELINE_ZERO
+        )
+    any_in_window = False
+    for score in counting:
+        after = (score.assessed_on - ended_on).days
+        if after <= 0:
+            continue
+        if after > window:
+            break
+        any_in_window = True
+        if 4 * score.pasi_tenths >= 5 * b:
+            return Rebound(course.treatment_id, ended_on, window, True, score.assessed_on, after)
+    note = None if any_in_window else f"no assessment within the {window} days after it ended"
+    return Rebound(course.treatment_id, ended_on, window, False, None, None, note)
+
+
+def _series(
+    ordered: Sequence[DatedScore], baseline_index: int, anchor_on: date
+) -> list[SeriesPoint]:
+    b = ordered[baseline_index].pasi_tenths
+    shown: dict[int, Decimal | None] = {}  # at most 721 distinct PASI values
+    points: list[SeriesPoint] = []
+    for i, s in enumerate(ordered):
+        counts = i >= baseline_index
+        improvement: Decimal | None = None
+        if counts:
+            x = s.pasi_tenths
+            if x not in shown:
+                shown[x] = percent_improvement(b, x)
+            improvement = shown[x]
+        points.append(
+            SeriesPoint(
+                s.assessment_id,
+                s.assessed_on,
+                (s.assessed_on - anchor_on).days,
+                s.pasi_tenths,
+                s.bsa_percent,
+                s.iga,
+                improvement,
+                counts,
+            )
+        )
+    return points
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def compute_outcomes(
+    assessments: Sequence[DatedScore],
+    options: OutcomeOptions = OutcomeOptions(),
+    treatments: Sequence[TreatmentCourse] = (),
+) -> Outcomes | None:
+    """Baseline, latest, change, responses, clearance, relapse, episodes, rebound, series.
+
+    Returns None when there are no assessments. Raises ``OutcomeInputError`` for unusable
+    options (``relapse_threshold`` missing for ``pasi_above``, a treatment anchor with no
+    assessment on or before its start, ...). ``treatments`` is only used for rebound when
+    the outcomes are not anchored on a treatment (the course that ended last).
+    """
+    _validate_options(options, treatments)
+    if not assessments:
+        return None
+    ordered = sorted(assessments, key=attrgetter("assessed_on", "recorded_at"))
+    for score in ordered:
+        _validate_score(score)
+
+    notes: list[str] = []
+    baseline_index = _find_baseline(ordered, options, notes)
+    baseline = ordered[baseline_index]
+    latest = ordered[-1]
+    counting = ordered[baseline_index:]
+    b = baseline.pasi_tenths
+    anchored = options.treatment is not None
+    anchor_on = (
+        options.treatment.started_on if options.treatment is not None else baseline.assessed_on
+    )
+
+    if b == 0:
+        notes.append(NOTE_BASELINE_ZERO)
+    if baseline_index > 0:
+        notes.append(
+            f"{baseline_index} assessment(s) before the baseline are shown in series "
+            "but count towards no outcome"
+        )
+
+    clears = _clearance_test(options.clearance, b)
+    qualifies, relapses, qualifying_name = _relapse_rules(options, b)
+    episodes = _episodes(counting, qualifies, relapses, clears) if b > 0 else []
+
+    return Outcomes(
+        anchor="treatment" if anchored else "baseline",
+        anchor_on=anchor_on,
+        treatment_id=options.treatment.treatment_id if options.treatment is not None else None,
+        baseline=_ref(baseline),
+        latest=_ref(latest),
+        change=_change(baseline, latest),
+        responses=_responses(counting, anchor_on),
+        clearance=_clearance(counting, options.clearance, anchor_on, clears),
+        relapse=_relapse(options, b, latest, episodes, qualifying_name),
+        episodes=episodes,
+        rebound=_rebound(counting, options, treatments),
+        series=_series(ordered, baseline_index, anchor_on),
+        notes=notes,
+    )

@@ -1,0 +1,1 @@
+"""Glue between the HTTP models, the scoring core and the database."""

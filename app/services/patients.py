@@ -1,0 +1,142 @@
+"""Patients and their external identifiers."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Patient, PatientIdentifier
+from app.errors import IdentifierInUse, InvalidParameter, NotFound
+from app.schemas.common import Page
+from app.schemas.records import Identifier, PatientIn, PatientOut
+from app.services.pagination import decode_cursor, encode_cursor
+
+
+def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:
+    return PatientOut(
+        id=patient.id,
+        identifiers=[Identifier(system=i.system, value=i.value) for i in identifiers],
+        sex=patient.sex,
+        birth_year=patient.birth_year,
+        created_at=patient.created_at,
+        created_by=patient.created_by,
+    )
+
+
+def _identifier_holder(session: Session, pairs: list[tuple[str, str]]) -> PatientIdentifier | None:
+    return session.scalars(
+        select(PatientIdentifier)
+        .where(tuple_(PatientIdentifier.system, PatientIdentifier.value).in_(pairs))
+        .limit(1)
+    ).first()
+
+
+def _in_use(holder: PatientIdentifier) -> IdentifierInUse:
+    return IdentifierInUse(
+        f"identifier {holder.system}|{holder.value} already belongs to patient {holder.patient_id}",
+        patient_id=str(holder.patient_id),
+    )
+
+
+def create_patient(session: Session, body: PatientIn, recorded_by: str) -> PatientOut:
+    pairs = [(i.system, i.value) for i in body.identifiers]
+    holder = _identifier_holder(session, pairs)
+    if holder is not None:
+        raise _in_use(holder)
+    patient = Patient(
+        id=uuid.uuid4(),
+        sex=body.sex,
+        birth_year=body.birth_year,
+        created_at=datetime.now(UTC),
+        created_by=recorded_by,
+    )
+    identifiers = [
+        PatientIdentifier(patient_id=patient.id, system=s, value=v, position=n)
+        for n, (s, v) in enumerate(pairs)
+    ]
+    try:
+        with session.begin_nested():
+            session.add(patient)
+            session.flush()
+            session.add_all(identifiers)
+            session.flush()
+    except IntegrityError:
+        # Another writer took the identifier between our check and our insert.
+        holder = _identifier_holder(session, pairs)
+        if holder is None:
+            raise
+        raise _in_use(holder) from None
+    return _out(patient, identifiers)
+
+
+def require_patient(session: Session, patient_id: uuid.UUID) -> Patient:
+    patient = session.get(Patient, patient_id)
+    if patient is None:
+        raise NotFound(f"no patient {patient_id}")
+    return patient
+
+
+def _identifiers_by_patient(
+    session: Session, patient_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[PatientIdentifier]]:
+    grouped: dict[uuid.UUID, list[PatientIdentifier]] = defaultdict(list)
+    if patient_ids:
+        rows = session.scalars(
+            select(PatientIdentifier)
+            .where(PatientIdentifier.patient_id.in_(patient_ids))
+            .order_by(PatientIdentifier.patient_id, PatientIdentifier.position)
+        )
+        for row in rows:
+            grouped[row.patient_id].append(row)
+    return grouped
+
+
+def get_patient(session: Session, patient_id: uuid.UUID) -> PatientOut:
+    patient = require_patient(session, patient_id)
+    return _out(patient, _identifiers_by_patient(session, [patient.id])[patient.id])
+
+
+def parse_identifier_token(token: str) -> tuple[str, str] | None:
+    system, sep, value = token.partition("|")
+    if not sep or not system or not value:
+        return None
+    return system, value
+
+
+def find_by_identifier(session: Session, system: str, value: str) -> Page[PatientOut]:
+    holder = session.scalars(
+        select(PatientIdentifier).where(
+            PatientIdentifier.system == system, PatientIdentifier.value == value
+        )
+    ).first()
+    if holder is None:
+        return Page[PatientOut](items=[], next_cursor=None)
+    return Page[PatientOut](items=[get_patient(session, holder.patient_id)], next_cursor=None)
+
+
+def list_patients(session: Session, limit: int, cursor: str | None) -> Page[PatientOut]:
+    query = select(Patient).order_by(Patient.created_at, Patient.id).limit(limit + 1)
+    if cursor:
+        created_at, patient_id = decode_cursor(cursor, 2)
+        try:
+            after = (datetime.fromisoformat(created_at), uuid.UUID(patient_id))
+        except (TypeError, ValueError):
+            after = None
+        if after is None:
+            raise InvalidParameter("cursor", "is not a cursor this service issued")
+        query = query.where(tuple_(Patient.created_at, Patient.id) > after)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    identifiers = _identifiers_by_patient(session, [p.id for p in rows])
+    next_cursor = (
+        encode_cursor([rows[-1].created_at.isoformat(), str(rows[-1].id)]) if more else None
+    )
+    return Page[PatientOut](
+        items=[_out(p, identifiers[p.id]) for p in rows], next_cursor=next_cursor
+    )

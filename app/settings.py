@@ -1,0 +1,66 @@
+"""Service configuration, read from the environment (and an optional `.env` file)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        description="`production` refuses settings that are only safe on a developer's machine.",
+    )
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Local data folder (SQLite, keys).")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means the embedded SQLite file under data_dir.",
+    )
+    auth_disabled: bool = Field(
+        default=False,
+        description="Development only: serve without API keys (a warning is logged on start).",
+    )
+    scores_open: bool = Field(
+        default=False, description="Let stateless scoring endpoints be called without a key."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=200, ge=1)
+    idempotency_retention_hours: int = Field(
+        default=48, ge=24, description="Idempotency keys are kept at least this long (min 24)."
+    )
+    idempotency_lease_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="An in-flight idempotency claim older than this is treated as abandoned "
+        "(its request died) and may be taken over by a retry.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=6000, ge=0, description="Requests per minute per API key and worker; 0 = off."
+    )
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        if self.environment == "production" and self.auth_disabled:
+            raise ValueError("AUTH_DISABLED cannot be set when ENVIRONMENT=production")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'psoriasis.db').as_posix()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
