@@ -46,7 +46,7 @@ def _announce_startup(app: FastAPI, settings: Settings, db: Database) -> None:
         token = None
     if token is not None:
         path = settings.data_dir / BOOTSTRAP_KEY_FILE
-        print(  # noqa: T201 - shown once, on purpose, on the operator's console
+        print(
             f"\n  First start: created an admin API key (also written to {path}, mode 600):\n"
             f"    {token}\n  Use it as 'Authorization: Bearer <key>'; it is not shown again.\n",
             flush=True,

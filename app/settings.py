@@ -19,7 +19,9 @@ class Settings(BaseSettings):
         default="development",
         description="`production` refuses settings that are only safe on a developer's machine.",
     )
-    data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Local data folder (SQLite, keys).")
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, description="Local data folder (SQLite, keys)."
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL; empty means the embedded SQLite file under data_dir.",

@@ -72,7 +72,7 @@ ADMIN_ERRORS = problem_responses(401, 403, 422, 429)
 def create_api_key(body: ApiKeyIn, _caller: AdminCaller, db: DbDep) -> ApiKeyCreated:
     with db.transaction() as session:
         info, token = api_keys.create_key(session, body.name, frozenset(body.scopes))
-    return ApiKeyCreated(**_fields(info), key=token)  # type: ignore[arg-type]
+    return ApiKeyCreated(**_fields(info), key=token)
 
 
 def _fields(info: api_keys.KeyInfo) -> dict[str, object]:
@@ -91,7 +91,7 @@ def _fields(info: api_keys.KeyInfo) -> dict[str, object]:
 def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
     with db.read() as session:
         keys = api_keys.list_keys(session)
-    return ApiKeyPage(items=[ApiKeyOut(**_fields(k)) for k in keys], next_cursor=None)  # type: ignore[arg-type]
+    return ApiKeyPage(items=[ApiKeyOut(**_fields(k)) for k in keys], next_cursor=None)
 
 
 @router.delete(
@@ -103,7 +103,7 @@ def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
 def revoke_api_key(key_id: uuid.UUID, _caller: AdminCaller, db: DbDep) -> ApiKeyOut:
     with db.transaction() as session:
         info = api_keys.revoke_key(session, key_id)
-    return ApiKeyOut(**_fields(info))  # type: ignore[arg-type]
+    return ApiKeyOut(**_fields(info))
 
 
 @router.get(
@@ -132,7 +132,9 @@ def list_audit_events(
         query = query.where(AuditEvent.action == action)
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
-            raise InvalidParameter(name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z")
+            raise InvalidParameter(
+                name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z"
+            )
     if since is not None:
         query = query.where(AuditEvent.occurred_at >= since)
     if until is not None:

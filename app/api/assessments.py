@@ -157,9 +157,7 @@ def delete_assessment(
         raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
 
     def work(session: Session) -> Answer:
-        row = service.mark_entered_in_error(
-            session, assessment_id, why, if_match, ctx.caller.name
-        )
+        row = service.mark_entered_in_error(session, assessment_id, why, if_match, ctx.caller.name)
         return _answer(row, "enter-in-error-assessment")
 
     return ctx.write(ReasonIn(reason=why), work)

@@ -5,12 +5,11 @@ context runs it in one transaction together with the audit event (and, for write
 idempotent response) and commits before the response is built.
 """
 
-
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response

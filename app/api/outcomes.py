@@ -59,7 +59,9 @@ def get_outcomes(
     ] = None,
     rebound_window_days: Annotated[
         int,
-        Query(ge=1, le=3650, description="Rebound window after a treatment's end (90 = NPF; 60 = EMA)"),
+        Query(
+            ge=1, le=3650, description="Rebound window after a treatment's end (90 = NPF; 60 = EMA)"
+        ),
     ] = 90,
 ) -> Response:
     """Days are whole days from the anchor (the baseline's date, or the treatment's start).

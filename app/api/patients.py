@@ -71,9 +71,7 @@ def list_patients(
         if pair is None:
             raise InvalidParameter("identifier", "must be `system|value` with both parts non-empty")
         return ctx.read(
-            lambda s: Answer(
-                service.find_by_identifier(s, *pair), AuditInfo("search-patients")
-            )
+            lambda s: Answer(service.find_by_identifier(s, *pair), AuditInfo("search-patients"))
         )
     size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
     return ctx.read(

@@ -8,7 +8,7 @@ the bound that was crossed.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Request
 from fastapi.routing import APIRoute
@@ -27,7 +27,7 @@ def _body_schema(request: Request) -> JsonSchema | None:
     if not isinstance(route, APIRoute) or route.body_field is None:
         return None
     try:
-        return _schema_for(route.body_field.field_info.annotation)
+        return _schema_for(cast(Any, route.body_field.field_info.annotation))
     except Exception:  # an unhashable or odd annotation: fall back to pydantic's message
         return None
 
@@ -86,7 +86,8 @@ def _rule(schema: JsonSchema | None) -> str | None:
         if schema.get("format") == "uuid":
             return "must be a UUID"
         if "maxLength" in schema:
-            return f"must be a string of {schema.get('minLength', 0)} to {schema['maxLength']} characters"
+            low = schema.get("minLength", 0)
+            return f"must be a string of {low} to {schema['maxLength']} characters"
         return "must be a string"
     return None
 
@@ -165,7 +166,7 @@ def describe_validation_errors(request: Request, raw: list[dict[str, Any]]) -> l
                 for param in route.dependant.query_params + route.dependant.header_params:
                     if param.alias == (path[0] if path else None):
                         try:
-                            schema = _schema_for(param.field_info.annotation)
+                            schema = _schema_for(cast(Any, param.field_info.annotation))
                         except Exception:
                             schema = None
             item = {

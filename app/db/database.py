@@ -58,7 +58,9 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         writer_engine = (
-            self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.is_sqlite else self.engine
+            self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            if self.is_sqlite
+            else self.engine
         )
         self._write_sessions = sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
         self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None

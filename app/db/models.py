@@ -93,7 +93,9 @@ class Patient(Base):
 
 class PatientIdentifier(Base):
     __tablename__ = "patient_identifiers"
-    __table_args__ = (UniqueConstraint("system", "value", name="uq_patient_identifiers_system_value"),)
+    __table_args__ = (
+        UniqueConstraint("system", "value", name="uq_patient_identifiers_system_value"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     patient_id: Mapped[uuid.UUID] = mapped_column(
@@ -181,7 +183,8 @@ class RecordVersion(Base):
 
 
 class IdempotencyKey(Base):
-    """A claimed `Idempotency-Key`; the unique constraint, not a read-then-insert, decides who owns it."""
+    """A claimed `Idempotency-Key`; the unique constraint, not a read-then-insert, decides
+    who owns it."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (

@@ -73,7 +73,8 @@ class AssessmentIn(ClinicalScoresIn):
     """One dated assessment: PASI inputs (required) and optionally IGA, measured BSA and DLQI."""
 
     assessed_on: ClinicalDate = Field(
-        description="Clinical date (YYYY-MM-DD), not in the future anywhere on Earth, not before 1900"
+        description="Clinical date (YYYY-MM-DD), not in the future anywhere on Earth, "
+        "not before 1900"
     )
     visit: ShortText | None = Field(default=None, description='Visit label, e.g. "Week 12"')
     assessor: ShortText | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -107,7 +107,7 @@ class ClinicalScoresIn(StrictInput):
     dlqi: DlqiIn | None = None
 
 
-PASI_EXAMPLE = {
+PASI_EXAMPLE: dict[str, Any] = {
     "head_neck": {"erythema": 2, "induration": 2, "desquamation": 3, "area_percent": 20},
     "upper_limbs": {"erythema": 3, "induration": 2, "desquamation": 3, "area_percent": 35},
     "trunk": {"erythema": 3, "induration": 3, "desquamation": 3, "area_percent": 40},
@@ -146,9 +146,9 @@ class Scores(BaseModel):
     pga_x_bsa: float | None = Field(description="IGA × BSA, 0–400 (IGA 0–4 scale)")
     pga_scale: Literal["iga_0_4"] | None
     dlqi: int | None = Field(description="DLQI total 0–30, null when absent or ≥2 items unanswered")
-    dlqi_band: (
-        Literal["no_effect", "small", "moderate", "very_large", "extremely_large"] | None
-    ) = Field(description="Hongbo et al. 2005 bands")
+    dlqi_band: Literal["no_effect", "small", "moderate", "very_large", "extremely_large"] | None = (
+        Field(description="Hongbo et al. 2005 bands")
+    )
     severe_by_rule_of_tens: bool | None = Field(
         description="BSA > 10 or PASI > 10 or DLQI > 10; null when it cannot be decided."
     )
@@ -157,9 +157,9 @@ class Scores(BaseModel):
 class BsaScoreRequest(StrictInput):
     """Either the four regional percentages, or a measured BSA (which takes precedence)."""
 
-    area_percent: dict[Literal["head_neck", "upper_limbs", "trunk", "lower_limbs"], Percent] | None = (
-        Field(default=None, description="Percent of each region involved (all four needed), 0–100")
-    )
+    area_percent: (
+        dict[Literal["head_neck", "upper_limbs", "trunk", "lower_limbs"], Percent] | None
+    ) = Field(default=None, description="Percent of each region involved (all four needed), 0–100")
     bsa_percent: Percent | None = Field(default=None, description="Measured BSA %, 0–100")
     iga: Annotated[int, Field(strict=True, ge=0, le=4)] | None = Field(
         default=None, description="IGA 0–4, to compute PGA × BSA"
@@ -188,7 +188,9 @@ class BsaScoreRequest(StrictInput):
                 raise ValueError("give area_percent for all four regions, or bsa_percent")
             missing = {"head_neck", "upper_limbs", "trunk", "lower_limbs"} - set(self.area_percent)
             if missing:
-                raise ValueError("area_percent needs all four regions; missing: " + ", ".join(sorted(missing)))
+                raise ValueError(
+                    "area_percent needs all four regions; missing: " + ", ".join(sorted(missing))
+                )
         return self
 
 
@@ -233,6 +235,8 @@ class DlqiScoreRequest(StrictInput):
 class DlqiScoreResponse(BaseModel):
     dlqi: int | None = Field(description="Total 0–30; null when two or more items are unanswered")
     band: Literal["no_effect", "small", "moderate", "very_large", "extremely_large"] | None
-    item_scores: list[int | None] = Field(description="Items 1–10 (item 7 combined); null = unanswered")
+    item_scores: list[int | None] = Field(
+        description="Items 1–10 (item 7 combined); null = unanswered"
+    )
     unanswered: int
     note: str | None

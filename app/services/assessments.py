@@ -19,7 +19,7 @@ from app.schemas.scores import Scores
 from app.services.pagination import decode_cursor, encode_cursor
 from app.services.patients import require_patient
 from app.services.scoring import ComputedScores
-from app.services.versioning import add_version, check_if_match, versions_of
+from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
 
 RESOURCE = "assessment"
 CONTENT_FIELDS = {
@@ -160,23 +160,25 @@ def amend_assessment(
     new_version = row.version + 1
     # Compare-and-set on the version: of concurrent amendments with the same If-Match, exactly
     # one updates the row; the others find it changed and get 412.
-    changed = session.execute(
-        update(Assessment)
-        .where(Assessment.id == row.id, Assessment.version == row.version)
-        .values(
-            version=new_version,
-            updated_at=now,
-            assessed_on=body.assessed_on,
-            visit=body.visit,
-            is_baseline=body.is_baseline,
-            pasi_tenths=computed.pasi_tenths,
-            bsa_percent=computed.bsa_percent,
-            iga=computed.iga,
-            content=content,
-            scores=scores,
+    changed = affected_rows(
+        session.execute(
+            update(Assessment)
+            .where(Assessment.id == row.id, Assessment.version == row.version)
+            .values(
+                version=new_version,
+                updated_at=now,
+                assessed_on=body.assessed_on,
+                visit=body.visit,
+                is_baseline=body.is_baseline,
+                pasi_tenths=computed.pasi_tenths,
+                bsa_percent=computed.bsa_percent,
+                iga=computed.iga,
+                content=content,
+                scores=scores,
+            )
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if changed != 1:
         session.expire(row)
         check_if_match(if_match, require_assessment(session, assessment_id).version, required=True)
@@ -211,15 +213,19 @@ def mark_entered_in_error(
         return row
     now = datetime.now(UTC)
     new_version = row.version + 1
-    changed = session.execute(
-        update(Assessment)
-        .where(Assessment.id == row.id, Assessment.version == row.version)
-        .values(version=new_version, updated_at=now, entered_in_error=True)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    changed = affected_rows(
+        session.execute(
+            update(Assessment)
+            .where(Assessment.id == row.id, Assessment.version == row.version)
+            .values(version=new_version, updated_at=now, entered_in_error=True)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if changed != 1:
         session.expire(row)
-        check_if_match(f'"{row.version}"', require_assessment(session, assessment_id).version, required=True)
+        check_if_match(
+            f'"{row.version}"', require_assessment(session, assessment_id).version, required=True
+        )
     add_version(
         session,
         resource_type=RESOURCE,

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.db.database import Database
 from app.db.models import IdempotencyKey
 from app.errors import IdempotencyInFlight, IdempotencyKeyReused, InvalidParameter
+from app.services.versioning import affected_rows
 
 MAX_KEY_LENGTH = 255
 
@@ -119,11 +120,13 @@ def claim(
                 "the first request with this Idempotency-Key is still being processed; retry later"
             )
         # The first request died without finishing: take over its claim (compare-and-set).
-        taken = session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.id == row.id, IdempotencyKey.lease_until == row.lease_until)
-            .values(lease_until=lease_until)
-        ).rowcount
+        taken = affected_rows(
+            session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.id == row.id, IdempotencyKey.lease_until == row.lease_until)
+                .values(lease_until=lease_until)
+            )
+        )
         if taken != 1:
             raise IdempotencyInFlight("another retry took over this Idempotency-Key; retry later")
         return Claim(row.id)
@@ -155,4 +158,4 @@ def purge_expired(db: Database, retention: timedelta) -> int:
         result = session.execute(
             delete(IdempotencyKey).where(IdempotencyKey.created_at < datetime.now(UTC) - retention)
         )
-        return int(result.rowcount or 0)
+        return affected_rows(result)

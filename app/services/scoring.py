@@ -141,7 +141,9 @@ def compute_scores(inp: ClinicalScoresIn) -> ComputedScores:
 
 def compute_bsa(req: BsaScoreRequest) -> BsaScoreResponse:
     percents = (
-        {Region(k): as_decimal(v) for k, v in req.area_percent.items()} if req.area_percent else None
+        {Region(k): as_decimal(v) for k, v in req.area_percent.items()}
+        if req.area_percent
+        else None
     )
     measured = None if req.bsa_percent is None else as_decimal(req.bsa_percent)
     try:

@@ -13,7 +13,7 @@ from app.db.models import Treatment
 from app.errors import Conflict, NotFound
 from app.schemas.records import TreatmentIn, TreatmentOut, TreatmentVersionOut
 from app.services.patients import require_patient
-from app.services.versioning import add_version, check_if_match, versions_of
+from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
 
 RESOURCE = "treatment"
 CONTENT_FIELDS = {"agent", "started_on", "ended_on", "doses", "notes"}
@@ -90,12 +90,14 @@ def _new_version(
 ) -> Treatment:
     now = datetime.now(UTC)
     new_version = row.version + 1
-    changed = session.execute(
-        update(Treatment)
-        .where(Treatment.id == row.id, Treatment.version == row.version)
-        .values(version=new_version, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    changed = affected_rows(
+        session.execute(
+            update(Treatment)
+            .where(Treatment.id == row.id, Treatment.version == row.version)
+            .values(version=new_version, updated_at=now, **values)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if changed != 1:
         current = session.scalar(select(Treatment.version).where(Treatment.id == row.id))
         check_if_match(f'"{row.version}"', current or 0, required=True)

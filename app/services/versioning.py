@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import CursorResult, Result, insert, select
 from sqlalchemy.orm import Session
 
 from app.db.models import RecordVersion
 from app.errors import PreconditionFailed, PreconditionRequired
+
+
+def affected_rows(result: Result[Any]) -> int:
+    """Rows changed by an UPDATE/DELETE (DML results are CursorResults)."""
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def etag(version: int) -> str:
@@ -64,7 +69,9 @@ def add_version(
     )
 
 
-def versions_of(session: Session, resource_type: str, resource_id: uuid.UUID) -> list[RecordVersion]:
+def versions_of(
+    session: Session, resource_type: str, resource_id: uuid.UUID
+) -> list[RecordVersion]:
     return list(
         session.scalars(
             select(RecordVersion)
