@@ -1,0 +1,54 @@
+"""The README's run command on an empty data folder: migrations create the SQLite file, the
+server starts, the Swagger UI is served and the bootstrap admin key scores a PASI."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from app.schemas.scores import PASI_EXAMPLE
+from tests.live import ROOT, LiveServer
+
+
+def test_make_run_migrates_then_serves_uvicorn_with_uvloop() -> None:
+    recipe = subprocess.run(
+        ["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    migrate_at = recipe.index("alembic upgrade head")
+    serve_at = recipe.index("uvicorn app.main:app")
+    assert migrate_at < serve_at
+    assert re.search(r"--loop uvloop", recipe)
+    assert "--port 8000" in recipe
+
+
+def test_first_start_on_an_empty_data_folder_serves_docs_and_scores(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    env.pop("DATABASE_URL", None)
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    database = data_dir / "psoriasis.db"
+    assert database.exists()
+    with LiveServer(f"sqlite:///{database}", data_dir) as server:
+        docs = httpx.get(server.url + "/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
+        key_file = data_dir / "admin-api-key.txt"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        scored = httpx.post(
+            server.url + "/v1/scores/pasi",
+            json={"pasi": PASI_EXAMPLE},
+            headers={"Authorization": f"Bearer {server.admin_key}"},
+        )
+        assert scored.status_code == 200
+        assert scored.json()["pasi"] == 28.7
