@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import IntegrityError
 
+from app import logging_filters
 from app.api import admin, assessments, health, outcomes, patients, scores, treatments
 from app.api.body_guard import BodyGuard
 from app.api.deps import RateLimiter
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         license_info={"name": "MIT"},
     )
+    logging_filters.install()
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     install_problem_handlers(app)

@@ -25,6 +25,10 @@ class ApiKeyIn(StrictInput):
     name: Annotated[str, Field(min_length=1, max_length=100)]
     scopes: list[Scope] = Field(min_length=1, description="Any of scores, read, write, admin")
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"name": "clinic-a", "scopes": ["read", "write"]}]}
+    }
+
 
 class ApiKeyOut(BaseModel):
     id: uuid.UUID

@@ -21,12 +21,33 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def is_strict_json(body: bytes) -> bool:
+def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"the member name {duplicate!r} appears twice in one object")
+    return dict(pairs)
+
+
+def strict_json_error(body: bytes) -> str | None:
+    """Why the body is not JSON we accept, or None. Duplicate member names are refused: the
+    later value would silently replace the earlier one."""
     try:
-        json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return True
+        json.loads(
+            body.decode("utf-8"),
+            parse_constant=_reject_constant,
+            object_pairs_hook=_reject_duplicate_names,
+        )
+    except UnicodeDecodeError:
+        return "the request body is not UTF-8"
+    except RecursionError:
+        return "the request body is nested too deeply"
+    except ValueError as exc:
+        message = str(exc)
+        if "appears twice" in message or "is not valid JSON" in message:
+            return message
+        return "the request body is not valid JSON (RFC 8259)"
+    return None
 
 
 class BodyGuard:
@@ -35,6 +56,14 @@ class BodyGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
+            await problem_response(
+                400,
+                "malformed-request",
+                "Malformed request",
+                "the query string contains a NUL character (%00)",
+            )(scope, receive, send)
+            return
         if scope["type"] != "http" or scope["method"].encode() not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
@@ -68,13 +97,11 @@ class BodyGuard:
                     "send the body as application/json",
                 )(scope, receive, send)
                 return
-            if not is_strict_json(body):
-                await problem_response(
-                    400,
-                    "malformed-request",
-                    "Malformed request",
-                    "the request body is not valid JSON (RFC 8259: no NaN or Infinity, UTF-8 only)",
-                )(scope, receive, send)
+            problem = strict_json_error(body)
+            if problem is not None:
+                await problem_response(400, "malformed-request", "Malformed request", problem)(
+                    scope, receive, send
+                )
                 return
         replayed = False
 

@@ -8,9 +8,10 @@ the bound that was crossed.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter
 
@@ -147,6 +148,51 @@ def _pointer(path: tuple[Any, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+_ROUTE_SCHEMAS: dict[int, tuple[APIRoute, dict[tuple[str, str], JsonSchema]]] = {}
+
+
+def _parameter_schemas(route: APIRoute) -> dict[tuple[str, str], JsonSchema]:
+    # Routes are not hashable in this FastAPI version: cache by identity.
+    cached = _ROUTE_SCHEMAS.get(id(route))
+    if cached is not None and cached[0] is route:
+        return cached[1]
+    schemas = _build_parameter_schemas(route)
+    _ROUTE_SCHEMAS[id(route)] = (route, schemas)
+    return schemas
+
+
+def _build_parameter_schemas(route: APIRoute) -> dict[tuple[str, str], JsonSchema]:
+    """JSON schemas of a route's path, query and header parameters, sub-dependencies included."""
+    found: dict[tuple[str, str], JsonSchema] = {}
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        for where, params in (
+            ("path", dependant.path_params),
+            ("query", dependant.query_params),
+            ("header", dependant.header_params),
+        ):
+            for param in params:
+                info = param.field_info
+                annotation: Any = info.annotation
+                if info.metadata:
+                    annotation = Annotated[(annotation, *info.metadata)]
+                try:
+                    schema = _schema_for(annotation)
+                except Exception:  # noqa: S112 - no schema: pydantic's own message is used
+                    continue
+                found[(where, param.alias)] = _resolve(schema, schema)
+    return found
+
+
+def _parameter_schema(request: Request, where: str, name: Any) -> JsonSchema | None:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or name is None:
+        return None
+    return _parameter_schemas(route).get((where, str(name)))
+
+
 def describe_validation_errors(request: Request, raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     body_schema = _body_schema(request)
     items: list[dict[str, Any]] = []
@@ -160,15 +206,7 @@ def describe_validation_errors(request: Request, raw: list[dict[str, Any]]) -> l
             item = {"pointer": _pointer(path), "detail": _detail(error, schema)}
             key = (item["pointer"], item["detail"])
         else:
-            schema = None
-            route = request.scope.get("route")
-            if isinstance(route, APIRoute):
-                for param in route.dependant.query_params + route.dependant.header_params:
-                    if param.alias == (path[0] if path else None):
-                        try:
-                            schema = _schema_for(cast(Any, param.field_info.annotation))
-                        except Exception:
-                            schema = None
+            schema = _parameter_schema(request, where, path[0] if path else None)
             item = {
                 "parameter": str(path[0]) if path else where,
                 "in": where,

@@ -115,6 +115,10 @@ class AssessmentAmend(AssessmentIn):
 class ReasonIn(StrictInput):
     reason: Reason
 
+    model_config = {
+        "json_schema_extra": {"examples": [{"reason": "recorded for the wrong patient"}]}
+    }
+
 
 class AssessmentContent(BaseModel):
     assessed_on: IsoDate

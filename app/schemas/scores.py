@@ -65,12 +65,12 @@ class DlqiIn(StrictInput):
     is not reproduced here.
     """
 
-    item1: DlqiItem | None = None
-    item2: DlqiItem | None = None
-    item3: DlqiItem | None = None
-    item4: DlqiItem | None = None
-    item5: DlqiItem | None = None
-    item6: DlqiItem | None = None
+    item1: DlqiItem | None = Field(default=None, description="Item 1: 0–3; null = unanswered")
+    item2: DlqiItem | None = Field(default=None, description="Item 2: 0–3; null = unanswered")
+    item3: DlqiItem | None = Field(default=None, description="Item 3: 0–3; null = unanswered")
+    item4: DlqiItem | None = Field(default=None, description="Item 4: 0–3; null = unanswered")
+    item5: DlqiItem | None = Field(default=None, description="Item 5: 0–3; null = unanswered")
+    item6: DlqiItem | None = Field(default=None, description="Item 6: 0–3; null = unanswered")
     item7_prevented: Annotated[bool, Field(strict=True)] | None = Field(
         default=None, description='Item 7, first part: true for "yes" (scores 3), false for "no".'
     )
@@ -78,9 +78,9 @@ class DlqiIn(StrictInput):
         default=None,
         description='Item 7, second part, only after "no": a lot 2, a little 1, not at all 0.',
     )
-    item8: DlqiItem | None = None
-    item9: DlqiItem | None = None
-    item10: DlqiItem | None = None
+    item8: DlqiItem | None = Field(default=None, description="Item 8: 0–3; null = unanswered")
+    item9: DlqiItem | None = Field(default=None, description="Item 9: 0–3; null = unanswered")
+    item10: DlqiItem | None = Field(default=None, description="Item 10: 0–3; null = unanswered")
 
     @model_validator(mode="after")
     def _item7_consistent(self) -> DlqiIn:
