@@ -55,9 +55,11 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite stores UTC wall time without an offset
             return value.replace(tzinfo=UTC)
-        return value
+        return value.astimezone(UTC)  # PostgreSQL answers in the session's time zone
 
 
 class Base(DeclarativeBase):
