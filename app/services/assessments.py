@@ -4,10 +4,12 @@ marked entered-in-error, never erased."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,7 +18,7 @@ from app.errors import BaselineExists, Conflict, InvalidParameter, NotFound
 from app.schemas.common import Page
 from app.schemas.records import AssessmentIn, AssessmentOut, AssessmentVersionOut
 from app.schemas.scores import Scores
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
 from app.services.patients import require_patient
 from app.services.scoring import ComputedScores
 from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
@@ -72,11 +74,19 @@ def _baseline_conflict(holder: uuid.UUID | None) -> BaselineExists:
     )
 
 
-def _flush_guarding_baseline(session: Session, patient_id: uuid.UUID) -> None:
-    """The partial unique index settles races between concurrent baseline flags."""
+@contextmanager
+def _guarding_baseline(
+    session: Session, patient_id: uuid.UUID, flags_baseline: bool
+) -> Iterator[None]:
+    """The partial unique index settles races between concurrent baseline flags: the write runs
+    in a savepoint so that losing the race is a 409, not an aborted transaction. Only a write
+    that flags a baseline can lose it, so only those pay for the savepoint."""
+    if not flags_baseline:
+        yield
+        return
     try:
         with session.begin_nested():
-            session.flush()
+            yield
     except IntegrityError:
         raise _baseline_conflict(_active_baseline(session, patient_id)) from None
 
@@ -96,24 +106,25 @@ def create_assessment(
     now = datetime.now(UTC)
     content = content_of(body)
     scores = computed.scores.model_dump(mode="json")
-    row = Assessment(
-        id=uuid.uuid4(),
-        patient_id=patient_id,
-        version=1,
-        entered_in_error=False,
-        assessed_on=body.assessed_on,
-        recorded_at=now,
-        updated_at=now,
-        visit=body.visit,
-        is_baseline=body.is_baseline,
-        pasi_tenths=computed.pasi_tenths,
-        bsa_percent=computed.bsa_percent,
-        iga=computed.iga,
-        content=content,
-        scores=scores,
-    )
-    session.add(row)
-    _flush_guarding_baseline(session, patient_id)
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "patient_id": patient_id,
+        "version": 1,
+        "entered_in_error": False,
+        "assessed_on": body.assessed_on,
+        "recorded_at": now,
+        "updated_at": now,
+        "visit": body.visit,
+        "is_baseline": body.is_baseline,
+        "pasi_tenths": computed.pasi_tenths,
+        "bsa_percent": computed.bsa_percent,
+        "iga": computed.iga,
+        "content": content,
+        "scores": scores,
+    }
+    with _guarding_baseline(session, patient_id, body.is_baseline):
+        session.execute(insert(Assessment).values(**values))
+    row = Assessment(**values)  # transient: only to shape the response
     add_version(
         session,
         resource_type=RESOURCE,
@@ -160,29 +171,29 @@ def amend_assessment(
     new_version = row.version + 1
     # Compare-and-set on the version: of concurrent amendments with the same If-Match, exactly
     # one updates the row; the others find it changed and get 412.
-    changed = affected_rows(
-        session.execute(
-            update(Assessment)
-            .where(Assessment.id == row.id, Assessment.version == row.version)
-            .values(
-                version=new_version,
-                updated_at=now,
-                assessed_on=body.assessed_on,
-                visit=body.visit,
-                is_baseline=body.is_baseline,
-                pasi_tenths=computed.pasi_tenths,
-                bsa_percent=computed.bsa_percent,
-                iga=computed.iga,
-                content=content,
-                scores=scores,
+    with _guarding_baseline(session, row.patient_id, body.is_baseline and not row.is_baseline):
+        changed = affected_rows(
+            session.execute(
+                update(Assessment)
+                .where(Assessment.id == row.id, Assessment.version == row.version)
+                .values(
+                    version=new_version,
+                    updated_at=now,
+                    assessed_on=body.assessed_on,
+                    visit=body.visit,
+                    is_baseline=body.is_baseline,
+                    pasi_tenths=computed.pasi_tenths,
+                    bsa_percent=computed.bsa_percent,
+                    iga=computed.iga,
+                    content=content,
+                    scores=scores,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
         )
-    )
     if changed != 1:
         session.expire(row)
         check_if_match(if_match, require_assessment(session, assessment_id).version, required=True)
-    _flush_guarding_baseline(session, row.patient_id)
     add_version(
         session,
         resource_type=RESOURCE,
@@ -290,7 +301,7 @@ def list_assessments(
         try:
             after = (
                 date.fromisoformat(values[0]),
-                datetime.fromisoformat(values[1]),
+                cursor_datetime(values[1]),
                 uuid.UUID(values[2]),
             )
         except (TypeError, ValueError):

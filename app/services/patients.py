@@ -14,7 +14,7 @@ from app.db.models import Patient, PatientIdentifier
 from app.errors import IdentifierInUse, InvalidParameter, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
 
 
 def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:
@@ -124,7 +124,7 @@ def list_patients(session: Session, limit: int, cursor: str | None) -> Page[Pati
     if cursor:
         created_at, patient_id = decode_cursor(cursor, 2)
         try:
-            after = (datetime.fromisoformat(created_at), uuid.UUID(patient_id))
+            after = (cursor_datetime(created_at), uuid.UUID(patient_id))
         except (TypeError, ValueError):
             after = None
         if after is None:

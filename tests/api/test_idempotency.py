@@ -1,0 +1,325 @@
+"""Idempotency-Key on writes: replay, conflicts, scope, what is not remembered, durability."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.schemas.records import AssessmentIn
+from app.services import idempotency
+from tests.api.helpers import (
+    all_pages,
+    amend_body,
+    assessment_body,
+    bearer,
+    create_api_key,
+    error_locations,
+    new_assessment,
+    new_patient,
+    patient_body,
+    problem,
+)
+from tests.conftest import make_settings
+
+REPLAYED = "Idempotent-Replayed"
+
+
+def _key(name: str) -> dict[str, str]:
+    return {"Idempotency-Key": name}
+
+
+def _assessments_url(patient_id: str) -> str:
+    return f"/v1/patients/{patient_id}/assessments"
+
+
+def _count(client: TestClient, patient_id: str) -> int:
+    return len(all_pages(client, _assessments_url(patient_id), {"limit": 200}))
+
+
+def _history_length(client: TestClient, assessment_id: str) -> int:
+    r = client.get(f"/v1/assessments/{assessment_id}/history")
+    assert r.status_code == 200, r.text
+    return len(r.json()["items"])
+
+
+def _assert_replay_of(first: Any, again: Any) -> None:
+    assert again.status_code == first.status_code, again.text
+    assert again.json() == first.json()
+    assert again.headers[REPLAYED] == "true"
+    for header in ("ETag", "Location"):
+        assert again.headers.get(header) == first.headers.get(header)
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+
+def test_the_same_key_and_body_replays_the_first_response_and_stores_nothing_new(
+    client: TestClient,
+) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01", visit="Week 12", iga=2)
+    first = client.post(_assessments_url(pid), json=body, headers=_key("visit-12-upload"))
+    assert first.status_code == 201, first.text
+    assert REPLAYED not in first.headers
+    for _ in range(3):
+        again = client.post(_assessments_url(pid), json=body, headers=_key("visit-12-upload"))
+        _assert_replay_of(first, again)
+    assert _count(client, pid) == 1
+    assert _history_length(client, first.json()["id"]) == 1
+
+
+def test_a_json_equal_body_written_differently_is_replayed(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01", visit="Week 12", iga=2)
+    first = client.post(_assessments_url(pid), json=body, headers=_key("k-1"))
+    assert first.status_code == 201, first.text
+    reordered = json.dumps(dict(reversed(list(body.items()))), indent=2)
+    again = client.post(
+        _assessments_url(pid),
+        content=reordered.encode(),
+        headers={**_key("k-1"), "Content-Type": "application/json"},
+    )
+    _assert_replay_of(first, again)
+    assert _count(client, pid) == 1
+
+
+def test_creating_a_patient_again_with_the_same_key_replays_instead_of_409(
+    client: TestClient,
+) -> None:
+    body = patient_body("S-001", birth_year=1975)
+    first = client.post("/v1/patients", json=body, headers=_key("enrol-S-001"))
+    assert first.status_code == 201, first.text
+    again = client.post("/v1/patients", json=body, headers=_key("enrol-S-001"))
+    _assert_replay_of(first, again)
+    assert len(all_pages(client, "/v1/patients")) == 1
+    # Without the key, the same request is a genuine second attempt: 409.
+    problem(client.post("/v1/patients", json=body), 409)
+
+
+def test_replaying_an_amendment_does_not_add_a_version(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    created = new_assessment(client, pid, "2020-01-01", iga=4)
+    body = amend_body(created, "IGA misread", iga=3)
+    headers = {**_key("amend-1"), "If-Match": '"1"'}
+    first = client.put(f"/v1/assessments/{created['id']}", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    # The retry carries the same (now stale) If-Match: the stored answer comes back, not 412.
+    again = client.put(f"/v1/assessments/{created['id']}", json=body, headers=headers)
+    _assert_replay_of(first, again)
+    assert _history_length(client, created["id"]) == 2
+    assert client.get(f"/v1/assessments/{created['id']}").headers["ETag"] == '"2"'
+
+
+def test_replaying_a_delete_does_not_add_a_version(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    created = new_assessment(client, pid, "2020-01-01")
+    url = f"/v1/assessments/{created['id']}"
+    first = client.request("DELETE", url, params={"reason": "dup"}, headers=_key("del-1"))
+    assert first.status_code == 200, first.text
+    again = client.request("DELETE", url, params={"reason": "dup"}, headers=_key("del-1"))
+    _assert_replay_of(first, again)
+    assert _history_length(client, created["id"]) == 2
+
+
+# --- conflicts --------------------------------------------------------------------------------
+
+
+def test_the_same_key_with_a_different_body_is_422_and_stores_nothing(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01", iga=2)
+    first = client.post(_assessments_url(pid), json=body, headers=_key("k-1"))
+    assert first.status_code == 201, first.text
+    changed = {**body, "iga": 3}
+    problem(client.post(_assessments_url(pid), json=changed, headers=_key("k-1")), 422)
+    assert _count(client, pid) == 1
+    # The key still answers for its first body.
+    _assert_replay_of(first, client.post(_assessments_url(pid), json=body, headers=_key("k-1")))
+
+
+def test_a_key_whose_first_request_is_in_flight_is_409_until_its_lease_expires(
+    client: TestClient,
+) -> None:
+    pid = new_patient(client)["id"]
+    path = _assessments_url(pid)
+    body = assessment_body("2020-01-01")
+    digest = idempotency.request_hash(AssessmentIn.model_validate(body).model_dump(mode="json"))
+    db = client.app.state.db  # type: ignore[attr-defined]
+    retention = timedelta(hours=48)
+
+    # Another request claims the key and is still working (a 60-second lease).
+    claim = idempotency.claim(db, "bootstrap-admin", "POST", path, "busy", digest, 60, retention)
+    assert isinstance(claim, idempotency.Claim)
+    problem(client.post(path, json=body, headers=_key("busy")), 409)
+    assert _count(client, pid) == 0
+
+    # A request that died with its lease run out is taken over by the retry.
+    claim = idempotency.claim(db, "bootstrap-admin", "POST", path, "died", digest, 0, retention)
+    assert isinstance(claim, idempotency.Claim)
+    r = client.post(path, json=body, headers=_key("died"))
+    assert r.status_code == 201, r.text
+    assert _count(client, pid) == 1
+
+
+# --- scope ------------------------------------------------------------------------------------
+
+
+def test_a_key_is_scoped_to_the_path(client: TestClient) -> None:
+    first_patient = new_patient(client, "S-1")["id"]
+    second_patient = new_patient(client, "S-2")["id"]
+    body = assessment_body("2020-01-01")
+    a = client.post(_assessments_url(first_patient), json=body, headers=_key("week-0"))
+    b = client.post(_assessments_url(second_patient), json=body, headers=_key("week-0"))
+    assert a.status_code == b.status_code == 201, (a.text, b.text)
+    assert REPLAYED not in b.headers
+    assert a.json()["id"] != b.json()["id"]
+    assert b.json()["patient_id"] == second_patient
+    assert _count(client, first_patient) == _count(client, second_patient) == 1
+
+    # A different body on the other path is fine too: the key is not shared.
+    c = client.post("/v1/patients", json=patient_body("S-3"), headers=_key("week-0"))
+    assert c.status_code == 201, c.text
+
+
+def test_a_key_is_scoped_to_the_method(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    created = new_assessment(client, pid, "2020-01-01", iga=4)
+    url = f"/v1/assessments/{created['id']}"
+    put = client.put(
+        url, json=amend_body(created, "IGA", iga=3), headers={**_key("same"), "If-Match": '"1"'}
+    )
+    assert put.status_code == 200, put.text
+    delete = client.request("DELETE", url, params={"reason": "dup"}, headers=_key("same"))
+    assert delete.status_code == 200, delete.text
+    assert REPLAYED not in delete.headers
+    assert delete.json()["status"] == "entered-in-error"
+
+
+def test_another_api_key_using_the_same_idempotency_key_is_independent(
+    client: TestClient,
+) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01")
+    mine = client.post(_assessments_url(pid), json=body, headers=_key("k-1"))
+    assert mine.status_code == 201, mine.text
+    _name, token = create_api_key(client, "other-integration")
+    theirs = client.post(_assessments_url(pid), json=body, headers={**_key("k-1"), **bearer(token)})
+    assert theirs.status_code == 201, theirs.text
+    assert REPLAYED not in theirs.headers
+    assert theirs.json()["id"] != mine.json()["id"]
+    assert _count(client, pid) == 2
+
+
+# --- what is not remembered -------------------------------------------------------------------
+
+
+def test_a_validation_failure_is_not_remembered(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    bad = assessment_body("2020-01-01", iga=9)
+    problem(client.post(_assessments_url(pid), json=bad, headers=_key("k-1")), 422)
+    good = assessment_body("2020-01-01", iga=3)
+    r = client.post(_assessments_url(pid), json=good, headers=_key("k-1"))
+    assert r.status_code == 201, r.text
+    assert REPLAYED not in r.headers
+    assert _count(client, pid) == 1
+
+
+def test_a_not_found_failure_is_not_remembered(client: TestClient) -> None:
+    path = _assessments_url("00000000-0000-4000-8000-000000000000")
+    body = assessment_body("2020-01-01")
+    problem(client.post(path, json=body, headers=_key("k-1")), 404)
+    again = client.post(path, json=body, headers=_key("k-1"))
+    problem(again, 404)
+    assert REPLAYED not in again.headers
+    # Had the key been kept, a different body would now be 422 (key reused).
+    problem(client.post(path, json={**body, "iga": 1}, headers=_key("k-1")), 404)
+
+
+def test_a_conflict_is_not_remembered(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    old = client.post(_assessments_url(pid), json=assessment_body("2019-12-01", is_baseline=True))
+    assert old.status_code == 201, old.text
+    body = assessment_body("2020-01-01", is_baseline=True)
+    problem(client.post(_assessments_url(pid), json=body, headers=_key("new-baseline")), 409)
+
+    unflag = client.put(
+        f"/v1/assessments/{old.json()['id']}",
+        json=amend_body(old.json(), "not the baseline", is_baseline=False),
+        headers={"If-Match": old.headers["ETag"]},
+    )
+    assert unflag.status_code == 200, unflag.text
+    retry = client.post(_assessments_url(pid), json=body, headers=_key("new-baseline"))
+    assert retry.status_code == 201, retry.text
+    assert REPLAYED not in retry.headers
+    assert retry.json()["is_baseline"] is True
+
+
+def test_a_precondition_failure_is_not_remembered(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    created = new_assessment(client, pid, "2020-01-01", iga=4)
+    url = f"/v1/assessments/{created['id']}"
+    body = amend_body(created, "IGA misread", iga=3)
+    problem(client.put(url, json=body, headers={**_key("fix"), "If-Match": '"7"'}), 412)
+    r = client.put(url, json=body, headers={**_key("fix"), "If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["iga"] == 3
+
+
+# --- the key itself ---------------------------------------------------------------------------
+
+
+def test_a_key_longer_than_255_characters_is_422(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01")
+    answer = problem(client.post(_assessments_url(pid), json=body, headers=_key("k" * 256)), 422)
+    assert "Idempotency-Key" in error_locations(answer)
+    assert _count(client, pid) == 0
+    first = client.post(_assessments_url(pid), json=body, headers=_key("k" * 255))
+    assert first.status_code == 201, first.text
+    _assert_replay_of(first, client.post(_assessments_url(pid), json=body, headers=_key("k" * 255)))
+
+
+def test_an_empty_key_is_422(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    problem(
+        client.post(_assessments_url(pid), json=assessment_body("2020-01-01"), headers=_key("")),
+        422,
+    )
+    assert _count(client, pid) == 0
+
+
+@pytest.mark.parametrize(
+    "key", ["a1b2c3", "0f8fad5b-d9cb-469f-a165-70867728950e", "k:with/sym=bols"]
+)
+def test_keys_of_any_printable_form_work(client: TestClient, key: str) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01")
+    first = client.post(_assessments_url(pid), json=body, headers=_key(key))
+    assert first.status_code == 201, first.text
+    _assert_replay_of(first, client.post(_assessments_url(pid), json=body, headers=_key(key)))
+
+
+def test_keys_survive_a_new_app_instance(
+    client: TestClient, database_url: str, data_dir: Path, admin_key: str
+) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01", visit="Week 4")
+    first = client.post(_assessments_url(pid), json=body, headers=_key("before-restart"))
+    assert first.status_code == 201, first.text
+
+    with TestClient(create_app(make_settings(database_url, data_dir))) as fresh:
+        fresh.headers.update(bearer(admin_key))
+        again = fresh.post(_assessments_url(pid), json=body, headers=_key("before-restart"))
+        _assert_replay_of(first, again)
+        problem(
+            fresh.post(
+                _assessments_url(pid), json={**body, "iga": 1}, headers=_key("before-restart")
+            ),
+            422,
+        )
+    assert _count(client, pid) == 1
