@@ -270,6 +270,31 @@ def test_the_request_over_the_rate_limit_is_429_with_retry_after(
         assert limited.get("/v1/patients", headers=_auth(other_key)).status_code == 200
 
 
+@pytest.fixture(scope="module")
+def limited(database_url: str, data_dir: Path) -> Iterator[TestClient]:
+    """The same database behind an app allowing one request a minute per key."""
+    with TestClient(
+        create_app(make_settings(database_url, data_dir, rate_limit_per_minute=1))
+    ) as c:
+        yield c
+
+
+@pytest.mark.parametrize("route", V1_ROUTES, ids=lambda r: r.id)
+def test_each_route_over_the_rate_limit_is_429(
+    anonymous: TestClient, admin_key: str, limited: TestClient, route: V1Route
+) -> None:
+    _key_id, key = _new_key(
+        anonymous.__class__(anonymous.app, headers=_auth(admin_key)),
+        ["scores", "read", "write", "admin"],
+        "limited",
+    )
+    _send(limited, route, _auth(key))
+    r = _send(limited, route, _auth(key))
+    assert r.status_code == 429, r.text
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.headers["content-type"].startswith(PROBLEM_JSON)
+
+
 # --------------------------------------------------------------------------- revocation
 
 
