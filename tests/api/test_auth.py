@@ -283,11 +283,8 @@ def limited(database_url: str, data_dir: Path) -> Iterator[TestClient]:
 def test_each_route_over_the_rate_limit_is_429(
     anonymous: TestClient, admin_key: str, limited: TestClient, route: V1Route
 ) -> None:
-    _key_id, key = _new_key(
-        anonymous.__class__(anonymous.app, headers=_auth(admin_key)),
-        ["scores", "read", "write", "admin"],
-        "limited",
-    )
+    admin = TestClient(anonymous.app, headers=_auth(admin_key))  # shares the running app
+    _key_id, key = _new_key(admin, ["scores", "read", "write", "admin"], "limited")
     _send(limited, route, _auth(key))
     r = _send(limited, route, _auth(key))
     assert r.status_code == 429, r.text
