@@ -11,8 +11,7 @@ from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from app.api.deps import Answer, ReadContext, WriteContext
-from app.errors import InvalidInput
+from app.api.deps import Answer, ReadContext, WriteContext, reason_given
 from app.schemas.common import IsoDate, Page, problem_responses
 from app.schemas.records import (
     AssessmentAmend,
@@ -152,9 +151,7 @@ def delete_assessment(
 ) -> Response:
     """It leaves lists and outcomes but stays readable, and in its history. `If-Match` is
     optional here; when sent it must match."""
-    why = body.reason if body is not None else reason
-    if why is None:
-        raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
+    why = reason_given(reason, None if body is None else body.reason)
 
     def work(session: Session) -> Answer:
         row = service.mark_entered_in_error(session, assessment_id, why, if_match, ctx.caller.name)

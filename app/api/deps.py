@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.keys import ALL_SCOPES, Scope
 from app.db.database import Database
-from app.errors import Forbidden, RateLimited, Unauthenticated
+from app.errors import Forbidden, InvalidInput, RateLimited, Unauthenticated
 from app.services import audit, idempotency
 from app.services.api_keys import Caller, verify_token
 from app.services.audit import AuditInfo
@@ -176,55 +176,51 @@ class RequestContext:
         return json_response(answer.status, body, answer.headers)
 
 
-def _context_factory(scope: Scope) -> Callable[..., RequestContext]:
-    def build(
-        request: Request,
-        caller: Annotated[Caller, Depends(require(scope))],
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                max_length=255,
-                description="Retry-safe writes: the same key with the same body returns the "
-                "first response again (kept at least 24 hours).",
-            ),
-        ] = None,
-    ) -> RequestContext:
-        route = request.scope.get("route")
-        return RequestContext(
-            db=request.app.state.db,
-            settings=request.app.state.settings,
-            caller=caller,
-            method=request.method,
-            route=route.path if isinstance(route, APIRoute) else request.url.path,
-            path=request.url.path,
-            idempotency_key=idempotency_key if scope is Scope.WRITE else None,
-        )
-
-    build.__name__ = f"context_{scope.value}"
-    return build
+def _context(request: Request, caller: Caller, idempotency_key: str | None) -> RequestContext:
+    route = request.scope.get("route")
+    return RequestContext(
+        db=request.app.state.db,
+        settings=request.app.state.settings,
+        caller=caller,
+        method=request.method,
+        route=route.path if isinstance(route, APIRoute) else request.url.path,
+        path=request.url.path,
+        idempotency_key=idempotency_key,
+    )
 
 
-def _read_context_factory() -> Callable[..., RequestContext]:
-    def build(
-        request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
-    ) -> RequestContext:
-        route = request.scope.get("route")
-        return RequestContext(
-            db=request.app.state.db,
-            settings=request.app.state.settings,
-            caller=caller,
-            method=request.method,
-            route=route.path if isinstance(route, APIRoute) else request.url.path,
-            path=request.url.path,
-            idempotency_key=None,
-        )
-
-    return build
+def read_context(
+    request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
+) -> RequestContext:
+    return _context(request, caller, None)
 
 
-ReadContext = Annotated[RequestContext, Depends(_read_context_factory())]
-WriteContext = Annotated[RequestContext, Depends(_context_factory(Scope.WRITE))]
+def write_context(
+    request: Request,
+    caller: Annotated[Caller, Depends(require(Scope.WRITE))],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Retry-safe writes: the same key with the same body returns the "
+            "first response again (kept at least 24 hours).",
+        ),
+    ] = None,
+) -> RequestContext:
+    return _context(request, caller, idempotency_key)
+
+
+ReadContext = Annotated[RequestContext, Depends(read_context)]
+WriteContext = Annotated[RequestContext, Depends(write_context)]
 AdminCaller = Annotated[Caller, Depends(require(Scope.ADMIN))]
 ScoresCaller = Annotated[Caller, Depends(require(Scope.SCORES))]
 DbDep = Annotated[Database, Depends(get_db)]
+
+
+def reason_given(query_reason: str | None, body_reason: str | None) -> str:
+    """DELETE takes its `reason` as a query parameter or a body field (the body wins)."""
+    why = body_reason if body_reason is not None else query_reason
+    if why is None:
+        raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
+    return why

@@ -10,9 +10,8 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from app.api.assessments import IfMatch
-from app.api.deps import Answer, ReadContext, WriteContext
+from app.api.deps import Answer, ReadContext, WriteContext, reason_given
 from app.db.models import Treatment
-from app.errors import InvalidInput
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import (
     ReasonIn,
@@ -120,9 +119,7 @@ def delete_treatment(
     body: Annotated[ReasonIn | None, Body()] = None,
     if_match: IfMatch = None,
 ) -> Response:
-    why = body.reason if body is not None else reason
-    if why is None:
-        raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
+    why = reason_given(reason, None if body is None else body.reason)
 
     def work(session: Session) -> Answer:
         row = service.mark_entered_in_error(session, treatment_id, why, if_match, ctx.caller.name)
