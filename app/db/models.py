@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     Numeric,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -39,6 +40,11 @@ NAMING_CONVENTION = {
 
 # Integer primary keys that autoincrement on both SQLite (INTEGER) and PostgreSQL (BIGINT).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, for prebuilt Core statements on hot paths."""
+    return cast(Table, model.__table__)
 
 
 class UtcDateTime(TypeDecorator[datetime]):

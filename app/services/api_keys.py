@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from app.auth.keys import Scope, generate_key, parse_scopes, parse_token, secret_matches
@@ -75,6 +75,12 @@ def revoke_key(session: Session, key_id: uuid.UUID) -> KeyInfo:
     return _info(row)
 
 
+# Built once (every request runs it).
+_ACTIVE_KEY = select(ApiKey.name, ApiKey.scopes, ApiKey.salt, ApiKey.secret_hash).where(
+    ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None)
+)
+
+
 def verify_token(session: Session, token: str) -> Caller | None:
     """The caller a token belongs to, or None. Checked against the database on every request, so a
     revoked key stops working at once on every worker."""
@@ -82,11 +88,7 @@ def verify_token(session: Session, token: str) -> Caller | None:
     if parsed is None:
         return None
     key_id, secret = parsed
-    row = session.execute(
-        select(ApiKey.name, ApiKey.scopes, ApiKey.salt, ApiKey.secret_hash).where(
-            ApiKey.id == key_id, ApiKey.revoked_at.is_(None)
-        )
-    ).one_or_none()
+    row = session.connection().execute(_ACTIVE_KEY, {"key_id": key_id}).one_or_none()
     if row is None or not secret_matches(row.salt, secret, row.secret_hash):
         return None
     return Caller(key_id, row.name, parse_scopes(row.scopes))

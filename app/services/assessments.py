@@ -13,13 +13,13 @@ from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Assessment
+from app.db.models import Assessment, table_of
 from app.errors import BaselineExists, Conflict, InvalidParameter, NotFound
 from app.schemas.common import Page
 from app.schemas.records import AssessmentIn, AssessmentOut, AssessmentVersionOut
 from app.schemas.scores import Scores
 from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
-from app.services.patients import require_patient
+from app.services.patients import ensure_patient
 from app.services.scoring import ComputedScores
 from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
 
@@ -91,6 +91,9 @@ def _guarding_baseline(
         raise _baseline_conflict(_active_baseline(session, patient_id)) from None
 
 
+_INSERT_ASSESSMENT = insert(table_of(Assessment))
+
+
 def create_assessment(
     session: Session,
     patient_id: uuid.UUID,
@@ -98,7 +101,7 @@ def create_assessment(
     computed: ComputedScores,
     recorded_by: str,
 ) -> Assessment:
-    require_patient(session, patient_id)
+    ensure_patient(session, patient_id)
     if body.is_baseline:
         holder = _active_baseline(session, patient_id)
         if holder is not None:
@@ -123,7 +126,7 @@ def create_assessment(
         "scores": scores,
     }
     with _guarding_baseline(session, patient_id, body.is_baseline):
-        session.execute(insert(Assessment).values(**values))
+        session.connection().execute(_INSERT_ASSESSMENT, values)
     row = Assessment(**values)  # transient: only to shape the response
     add_version(
         session,
@@ -283,7 +286,7 @@ def list_assessments(
     to_date: date | None,
     visit: str | None,
 ) -> Page[AssessmentOut]:
-    require_patient(session, patient_id)
+    ensure_patient(session, patient_id)
     query = (
         select(Assessment)
         .where(Assessment.patient_id == patient_id, Assessment.entered_in_error.is_(False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Assessment, Treatment
@@ -30,7 +30,7 @@ from app.scoring.outcomes import (
     TreatmentCourse,
     compute_outcomes,
 )
-from app.services.patients import require_patient
+from app.services.patients import ensure_patient
 
 _HUNDREDTHS = Decimal("0.01")
 
@@ -140,18 +140,22 @@ def shape(result: Outcomes) -> OutcomesOut:
     )
 
 
+_ACTIVE_SCORES = select(
+    Assessment.id,
+    Assessment.assessed_on,
+    Assessment.recorded_at,
+    Assessment.pasi_tenths,
+    Assessment.bsa_percent,
+    Assessment.iga,
+    Assessment.is_baseline,
+).where(Assessment.patient_id == bindparam("patient_id"), Assessment.entered_in_error.is_(False))
+_ACTIVE_TREATMENTS = select(Treatment.id, Treatment.started_on, Treatment.ended_on).where(
+    Treatment.patient_id == bindparam("patient_id"), Treatment.entered_in_error.is_(False)
+)
+
+
 def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
-    rows = session.execute(
-        select(
-            Assessment.id,
-            Assessment.assessed_on,
-            Assessment.recorded_at,
-            Assessment.pasi_tenths,
-            Assessment.bsa_percent,
-            Assessment.iga,
-            Assessment.is_baseline,
-        ).where(Assessment.patient_id == patient_id, Assessment.entered_in_error.is_(False))
-    )
+    rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id})
     return [
         DatedScore(
             assessment_id=str(r.id),
@@ -167,11 +171,7 @@ def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
 
 
 def load_treatments(session: Session, patient_id: uuid.UUID) -> list[TreatmentCourse]:
-    rows = session.execute(
-        select(Treatment.id, Treatment.started_on, Treatment.ended_on).where(
-            Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False)
-        )
-    )
+    rows = session.connection().execute(_ACTIVE_TREATMENTS, {"patient_id": patient_id})
     return [TreatmentCourse(str(r.id), r.started_on, r.ended_on) for r in rows]
 
 
@@ -181,7 +181,7 @@ def patient_outcomes(
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
 ) -> OutcomesOut:
-    require_patient(session, patient_id)
+    ensure_patient(session, patient_id)
     treatments = load_treatments(session, patient_id)
     if treatment_id is not None:
         anchor = next((t for t in treatments if t.treatment_id == str(treatment_id)), None)

@@ -6,7 +6,7 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import bindparam, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,16 @@ def create_patient(session: Session, body: PatientIn, recorded_by: str) -> Patie
             raise
         raise _in_use(holder) from None
     return _out(patient, identifiers)
+
+
+_PATIENT_EXISTS = select(Patient.id).where(Patient.id == bindparam("patient_id"))
+
+
+def ensure_patient(session: Session, patient_id: uuid.UUID) -> None:
+    """404 unless the patient exists (a prebuilt query: every write and read of a patient's
+    records runs it)."""
+    if session.connection().execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first() is None:
+        raise NotFound(f"no patient {patient_id}")
 
 
 def require_patient(session: Session, patient_id: uuid.UUID) -> Patient:

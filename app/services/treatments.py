@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.db.models import Treatment
 from app.errors import Conflict, NotFound
 from app.schemas.records import TreatmentIn, TreatmentOut, TreatmentVersionOut
-from app.services.patients import require_patient
+from app.services.patients import ensure_patient
 from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
 
 RESOURCE = "treatment"
@@ -40,7 +40,7 @@ def to_out(row: Treatment) -> TreatmentOut:
 def create_treatment(
     session: Session, patient_id: uuid.UUID, body: TreatmentIn, recorded_by: str
 ) -> Treatment:
-    require_patient(session, patient_id)
+    ensure_patient(session, patient_id)
     now = datetime.now(UTC)
     content = content_of(body)
     row = Treatment(
@@ -158,7 +158,7 @@ def mark_entered_in_error(
 
 
 def list_treatments(session: Session, patient_id: uuid.UUID) -> list[Treatment]:
-    require_patient(session, patient_id)
+    ensure_patient(session, patient_id)
     return list(
         session.scalars(
             select(Treatment)

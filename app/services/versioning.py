@@ -9,8 +9,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Result, insert, select
 from sqlalchemy.orm import Session
 
-from app.db.models import RecordVersion
+from app.db.models import RecordVersion, table_of
 from app.errors import PreconditionFailed, PreconditionRequired
+
+# Built once: building a statement with literal values costs more than running it.
+_INSERT_VERSION = insert(table_of(RecordVersion))
 
 
 def affected_rows(result: Result[Any]) -> int:
@@ -53,19 +56,20 @@ def add_version(
     content: dict[str, Any],
     scores: dict[str, Any] | None,
 ) -> None:
-    session.execute(
-        insert(RecordVersion).values(
-            resource_type=resource_type,
-            resource_id=resource_id,
-            version=version,
-            action=action,
-            recorded_at=recorded_at,
-            recorded_by=recorded_by,
-            reason=reason,
-            entered_in_error=entered_in_error,
-            content=content,
-            scores=scores,
-        )
+    session.connection().execute(
+        _INSERT_VERSION,
+        {
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "version": version,
+            "action": action,
+            "recorded_at": recorded_at,
+            "recorded_by": recorded_by,
+            "reason": reason,
+            "entered_in_error": entered_in_error,
+            "content": content,
+            "scores": scores,
+        },
     )
 
 
