@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from app import logging_filters
 from app.api import admin, assessments, health, outcomes, patients, scores, treatments
 from app.api.body_guard import BodyGuard
-from app.api.deps import RateLimiter
+from app.api.deps import KeyCache, RateLimiter
 from app.api.headers import SecurityHeaders
 from app.api.problems import install_problem_handlers
 from app.db.database import Database
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging_filters.install()
     app.state.settings = settings
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     install_problem_handlers(app)
     for module in (health, scores, patients, assessments, treatments, outcomes, admin):
         app.include_router(module.router)

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
         description="An in-flight idempotency claim older than this is treated as abandoned "
         "(its request died) and may be taken over by a retry.",
     )
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long a worker trusts a key it has verified. A revoked key stops at once "
+        "on the worker that revoked it and within this many seconds on every other; 0 checks "
+        "the database on every request.",
+    )
     rate_limit_per_minute: int = Field(
         default=6000, ge=0, description="Requests per minute per API key and worker; 0 = off."
     )

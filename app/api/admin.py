@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -104,9 +104,12 @@ def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
     response_model=ApiKeyOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
-def revoke_api_key(key_id: uuid.UUID, _caller: AdminCaller, db: DbDep) -> ApiKeyOut:
+def revoke_api_key(
+    key_id: uuid.UUID, _caller: AdminCaller, db: DbDep, request: Request
+) -> ApiKeyOut:
     with db.transaction() as session:
         info = api_keys.revoke_key(session, key_id)
+    request.app.state.key_cache.forget(key_id)  # at once here; other workers within the TTL
     return ApiKeyOut(**_fields(info))
 
 

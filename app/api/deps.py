@@ -6,17 +6,20 @@ idempotent response) and commits before the response is built.
 """
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.auth.keys import ALL_SCOPES, Scope
 from app.db.database import Database
@@ -38,10 +41,16 @@ JSON_MEDIA_TYPE = "application/json"
 class Answer:
     """What a unit of work produces: the body, its status and headers, and what to audit."""
 
-    body: BaseModel
+    body: BaseModel | dict[str, Any]  # a dict must already be JSON-ready
     audit: AuditInfo | None
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+
+
+def serialize(body: BaseModel | dict[str, Any]) -> str:
+    if isinstance(body, BaseModel):
+        return body.model_dump_json()
+    return to_json(body).decode()
 
 
 def json_response(status: int, body: str | bytes, headers: dict[str, str]) -> Response:
@@ -71,6 +80,42 @@ class RateLimiter:
         self._buckets[key] = (tokens - 1.0, now)
 
 
+class KeyCache:
+    """Keys this worker verified recently: saves a database round trip (and a thread hop) on
+    nearly every request. Only successful checks are kept, for `ttl` seconds."""
+
+    def __init__(self, ttl: float, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token: str) -> Caller | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        if entry[1] < time.monotonic():
+            self._entries.pop(token, None)
+            return None
+        return entry[0]
+
+    def put(self, token: str, caller: Caller) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[token] = (caller, time.monotonic() + self.ttl)
+
+    def forget(self, key_id: uuid.UUID) -> None:
+        for token, (caller, _expires) in list(self._entries.items()):
+            if caller.key_id == key_id:
+                self._entries.pop(token, None)
+
+
+def _verify(db: Database, token: str) -> Caller | None:
+    with db.read() as session:
+        return verify_token(session, token)
+
+
 def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
@@ -81,7 +126,7 @@ def get_settings_dep(request: Request) -> Settings:
     return settings
 
 
-def authenticate(
+async def authenticate(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
@@ -90,24 +135,27 @@ def authenticate(
         return DEV_CALLER
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send an API key as `Authorization: Bearer <key>`")
-    db: Database = request.app.state.db
-    with db.read() as session:
-        caller = verify_token(session, credentials.credentials)
+    token = credentials.credentials
+    cache: KeyCache = request.app.state.key_cache
+    caller = cache.get(token)
     if caller is None:
-        raise Unauthenticated("the API key is not valid or has been revoked")
+        caller = await run_in_threadpool(_verify, request.app.state.db, token)
+        if caller is None:
+            raise Unauthenticated("the API key is not valid or has been revoked")
+        cache.put(token, caller)
     request.app.state.rate_limiter.check(str(caller.key_id))
     return caller
 
 
-def require(scope: Scope) -> Callable[..., Caller]:
-    def dependency(
+def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
+    async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
         settings: Settings = request.app.state.settings
         if scope is Scope.SCORES and settings.scores_open and credentials is None:
             return DEV_CALLER
-        caller = authenticate(request, credentials)
+        caller = await authenticate(request, credentials)
         if scope not in caller.scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope")
         return caller
@@ -137,7 +185,7 @@ class RequestContext:
         with self.db.transaction() as session:
             answer = work(session)
             self._audit(session, answer)
-        return json_response(answer.status, answer.body.model_dump_json(), answer.headers)
+        return json_response(answer.status, serialize(answer.body), answer.headers)
 
     def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
         if self.idempotency_key is None:
@@ -164,7 +212,7 @@ class RequestContext:
             with self.db.transaction() as session:
                 answer = work(session)
                 self._audit(session, answer)
-                body = answer.body.model_dump_json()
+                body = serialize(answer.body)
                 idempotency.complete(
                     session,
                     outcome,
@@ -189,13 +237,13 @@ def _context(request: Request, caller: Caller, idempotency_key: str | None) -> R
     )
 
 
-def read_context(
+async def read_context(
     request: Request, caller: Annotated[Caller, Depends(require(Scope.READ))]
 ) -> RequestContext:
     return _context(request, caller, None)
 
 
-def write_context(
+async def write_context(
     request: Request,
     caller: Annotated[Caller, Depends(require(Scope.WRITE))],
     idempotency_key: Annotated[

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -18,7 +19,6 @@ from app.schemas.outcomes import (
     OutcomesOut,
     ReboundOut,
     RelapseOut,
-    SeriesPointOut,
     TargetOut,
 )
 from app.scoring.outcomes import (
@@ -122,22 +122,34 @@ def shape(result: Outcomes) -> OutcomesOut:
             days_after_end=rebound.days_after_end,
             note=rebound.note,
         ),
-        series=[
-            SeriesPointOut(
-                assessment_id=uuid.UUID(p.assessment_id),
-                assessed_on=p.assessed_on,
-                days=p.days,
-                weeks=round(p.days / 7, 1),
-                pasi=_pasi(p.pasi_tenths),
-                bsa_percent=_bsa(p.bsa_percent),
-                iga=p.iga,
-                percent_improvement=_dec(p.percent_improvement),
-                counts=p.counts,
-            )
-            for p in result.series
-        ],
+        series=[],
         notes=result.notes,
     )
+
+
+def series_json(result: Outcomes) -> list[dict[str, Any]]:
+    """The series as JSON-ready dicts (`SeriesPointOut` documents the shape): a patient can have
+    thousands of points, and a model per point cost more than computing the outcomes."""
+    return [
+        {
+            "assessment_id": p.assessment_id,
+            "assessed_on": p.assessed_on.isoformat(),
+            "days": p.days,
+            "weeks": round(p.days / 7, 1),
+            "pasi": p.pasi_tenths / 10,
+            "bsa_percent": _bsa(p.bsa_percent),
+            "iga": p.iga,
+            "percent_improvement": _dec(p.percent_improvement),
+            "counts": p.counts,
+        }
+        for p in result.series
+    ]
+
+
+def outcomes_json(result: Outcomes) -> dict[str, Any]:
+    body = shape(result).model_dump(mode="json")
+    body["series"] = series_json(result)
+    return body
 
 
 _ACTIVE_SCORES = select(
@@ -158,15 +170,15 @@ def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
     rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id})
     return [
         DatedScore(
-            assessment_id=str(r.id),
-            assessed_on=r.assessed_on,
-            recorded_at=r.recorded_at,
-            pasi_tenths=r.pasi_tenths,
-            bsa_percent=None if r.bsa_percent is None else Decimal(r.bsa_percent).normalize(),
-            iga=r.iga,
-            is_baseline=r.is_baseline,
+            str(assessment_id),
+            assessed_on,
+            recorded_at,
+            pasi_tenths,
+            None if bsa is None else Decimal(bsa).normalize(),
+            iga,
+            is_baseline,
         )
-        for r in rows
+        for assessment_id, assessed_on, recorded_at, pasi_tenths, bsa, iga, is_baseline in rows
     ]
 
 
@@ -180,7 +192,7 @@ def patient_outcomes(
     patient_id: uuid.UUID,
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
-) -> OutcomesOut:
+) -> dict[str, Any]:
     ensure_patient(session, patient_id)
     treatments = load_treatments(session, patient_id)
     if treatment_id is not None:
@@ -204,4 +216,4 @@ def patient_outcomes(
             "there are no outcomes yet",
             reason="no-assessments",
         )
-    return shape(result)
+    return outcomes_json(result)
