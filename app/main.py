@@ -17,6 +17,7 @@ from app.api.deps import KeyCache, RateLimiter
 from app.api.headers import SecurityHeaders
 from app.api.problems import install_problem_handlers
 from app.db.database import Database
+from app.db.migrate import upgrade_to_head
 from app.services.api_keys import BOOTSTRAP_KEY_FILE, bootstrap_admin_key
 from app.settings import Settings, get_settings
 
@@ -59,7 +60,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.effective_database_url)
+        url = settings.effective_database_url
+        if settings.migrate_on_start and url.startswith("sqlite"):
+            upgrade_to_head(url, settings.data_dir)
+        db = Database(url)
         app.state.db = db
         _announce_startup(app, settings, db)
         try:

@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; empty means the embedded SQLite file under data_dir.",
     )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Apply migrations on start when the database is SQLite (the embedded "
+        "default). PostgreSQL is always migrated as its own step (`alembic upgrade head`).",
+    )
     auth_disabled: bool = Field(
         default=False,
         description="Development only: serve without API keys (a warning is logged on start).",

@@ -52,3 +52,16 @@ def test_first_start_on_an_empty_data_folder_serves_docs_and_scores(tmp_path: Pa
         )
         assert scored.status_code == 200
         assert scored.json()["pasi"] == 28.7
+
+
+def test_the_embedded_database_is_created_and_migrated_on_first_start(tmp_path: Path) -> None:
+    """Without the separate `alembic upgrade head` step: the SQLite default migrates itself."""
+    data_dir = tmp_path / "fresh"
+    database = data_dir / "psoriasis.db"
+    assert not database.exists()
+    with LiveServer(f"sqlite:///{database}", data_dir, workers=2) as server:
+        r = httpx.get(
+            server.url + "/v1/patients", headers={"Authorization": f"Bearer {server.admin_key}"}
+        )
+        assert r.status_code == 200, r.text
+    assert database.exists()
