@@ -58,6 +58,7 @@ def test_the_embedded_database_is_created_and_migrated_on_first_start(tmp_path: 
     """Without the separate `alembic upgrade head` step: the SQLite default migrates itself."""
     data_dir = tmp_path / "fresh"
     database = data_dir / "psoriasis.db"
+    data_dir.mkdir()  # for the server's log; the database file does not exist yet
     assert not database.exists()
     with LiveServer(f"sqlite:///{database}", data_dir, workers=2) as server:
         r = httpx.get(
