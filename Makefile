@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint unit openapi bench crash clean
+.PHONY: run test lint unit openapi bench load crash soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ openapi: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/outcomes_scale.py
+
+load: $(STAMP)  # needs wrk (apt-get install wrk)
+	$(BIN)/python bench/load.py
+
+crash: $(STAMP)
+	$(BIN)/python bench/crash.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
