@@ -217,5 +217,3 @@ class TreatmentOut(TreatmentContent):
 class TreatmentVersionOut(VersionOut, TreatmentContent):
     pass
 
-
-__all__ = ["DlqiIn"]
