@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the projec
 
 from app.schemas.scores import PASI_EXAMPLE  # noqa: E402
 from tests.dbs import empty_database, migrate  # noqa: E402
-from tests.live import LiveServer, free_port  # noqa: E402
+from tests.live import LiveServer, free_port, uvicorn_command  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -169,7 +169,7 @@ def service(
 
 
 class UvicornProcess:
-    """Any ASGI app in a uvicorn subprocess with the same flags as tests.live.LiveServer."""
+    """Any ASGI app in a uvicorn subprocess, started by the same command as the service."""
 
     def __init__(self, app: str, log_path: Path, *, workers: int = 1) -> None:
         self.app = app
@@ -188,24 +188,7 @@ class UvicornProcess:
 
     def start(self, timeout: float = 30.0) -> UvicornProcess:
         """Start and wait until it answers HTTP at all (any status: the app may have no GET)."""
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            self.app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-        ]
+        command = uvicorn_command(self.app, self.port, self.workers)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -24,6 +24,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
+    """How production runs the service (uvloop + httptools); the benchmarks' bare app uses the
+    same command so that their ratios compare like with like."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+
+
 class LiveServer:
     def __init__(
         self,
@@ -58,24 +81,7 @@ class LiveServer:
             "RATE_LIMIT_PER_MINUTE": "0",
             **self.extra_env,
         }
-        command = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "app.main:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            "--log-level",
-            "warning",
-        ]
+        command = uvicorn_command("app.main:app", self.port, self.workers)
         with self.log_path.open("ab") as log:  # the child keeps its own copy of the fd
             self.process = subprocess.Popen(
                 command,
