@@ -24,9 +24,9 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # README.md is referenced by pyproject.toml ([project] readme) and needed to build.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir -c constraints.txt .
 
 # ---------------------------------------------------------------------------
 # Runtime: same base image (the venv's interpreter symlinks point into it).
