@@ -216,4 +216,3 @@ class TreatmentOut(TreatmentContent):
 
 class TreatmentVersionOut(VersionOut, TreatmentContent):
     pass
-
