@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.problems import problem_response
@@ -50,6 +52,21 @@ def strict_json_error(body: bytes) -> str | None:
     return None
 
 
+def _nul_in_query(query_string: bytes) -> Response:
+    """A parameter value with U+0000: well-formed, but no field accepts it (PostgreSQL text cannot
+    hold it), so it is refused as an invalid value, naming the parameter."""
+    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+    name = next((k for k, v in pairs if "\x00" in k or "\x00" in v), "")
+    detail = "must not contain the NUL character (U+0000)"
+    return problem_response(
+        422,
+        "validation-error",
+        "Invalid input",
+        f"{name}: {detail}",
+        errors=[{"parameter": name.replace("\x00", ""), "in": "query", "detail": detail}],
+    )
+
+
 class BodyGuard:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -57,12 +74,7 @@ class BodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
-            await problem_response(
-                400,
-                "malformed-request",
-                "Malformed request",
-                "the query string contains a NUL character (%00)",
-            )(scope, receive, send)
+            await _nul_in_query(scope["query_string"])(scope, receive, send)
             return
         if scope["type"] != "http" or scope["method"].encode() not in _BODY_METHODS:
             await self.app(scope, receive, send)

@@ -538,3 +538,14 @@ def test_hostile_body_is_a_4xx_problem_never_a_500(api: TestClient, content: byt
     r = post_raw(api, content)
     assert 400 <= r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
     assert_problem(r, r.status_code)
+
+
+def test_a_nul_character_in_a_query_parameter_is_422_naming_it(api: TestClient) -> None:
+    body = assert_problem(api.get("/v1/patients", params={"identifier": "urn:x|a\x00b"}), 422)
+    assert body["errors"] == [
+        {
+            "parameter": "identifier",
+            "in": "query",
+            "detail": "must not contain the NUL character (U+0000)",
+        }
+    ]
