@@ -175,16 +175,14 @@ class RequestContext:
     path: str
     idempotency_key: str | None
 
-    def _audit(self, session: Session, answer: Answer) -> None:
-        if answer.audit is not None:
-            audit.record(
-                session, self.caller.name, self.method, self.route, answer.audit, answer.status
-            )
+    def _audit(self, session: Session, info: AuditInfo | None, status: int) -> None:
+        if info is not None:
+            audit.record(session, self.caller.name, self.method, self.route, info, status)
 
     def read(self, work: Callable[[Session], Answer]) -> Response:
         with self.db.transaction() as session:
             answer = work(session)
-            self._audit(session, answer)
+            self._audit(session, answer.audit, answer.status)
         return json_response(answer.status, serialize(answer.body), answer.headers)
 
     def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
@@ -205,18 +203,33 @@ class RequestContext:
             timedelta(hours=self.settings.idempotency_retention_hours),
         )
         if isinstance(outcome, idempotency.StoredResponse):
+            if outcome.audit is not None:
+                first = AuditInfo.from_json(outcome.audit)
+                replay = AuditInfo(
+                    f"replay-{first.action}",
+                    first.patient_id,
+                    first.resource_type,
+                    first.resource_id,
+                )
+                with self.db.transaction() as session:
+                    self._audit(session, replay, outcome.status)
             return json_response(
                 outcome.status, outcome.body, {**outcome.headers, "Idempotent-Replayed": "true"}
             )
         try:
             with self.db.transaction() as session:
                 answer = work(session)
-                self._audit(session, answer)
+                self._audit(session, answer.audit, answer.status)
                 body = serialize(answer.body)
                 idempotency.complete(
                     session,
                     outcome,
-                    idempotency.StoredResponse(answer.status, body, answer.headers),
+                    idempotency.StoredResponse(
+                        answer.status,
+                        body,
+                        answer.headers,
+                        None if answer.audit is None else answer.audit.to_json(),
+                    ),
                 )
         except BaseException:
             idempotency.release(self.db, outcome)

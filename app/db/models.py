@@ -210,6 +210,9 @@ class IdempotencyKey(Base):
     response_status: Mapped[int | None]
     response_body: Mapped[str | None] = mapped_column(Text)
     response_headers: Mapped[dict[str, Any] | None]
+    # What the first request audited, so that a replay (which returns patient data too) is
+    # audited alike.
+    response_audit: Mapped[dict[str, Any] | None]
 
 
 class AuditEvent(Base):

@@ -33,6 +33,7 @@ class StoredResponse:
     status: int
     body: str
     headers: dict[str, str]
+    audit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ def claim(
                     response_status=None,
                     response_body=None,
                     response_headers=None,
+                    response_audit=None,
                 )
             )
             return Claim(row.id)
@@ -113,7 +115,10 @@ def claim(
             )
         if row.response_status is not None:
             return StoredResponse(
-                row.response_status, row.response_body or "", dict(row.response_headers or {})
+                row.response_status,
+                row.response_body or "",
+                dict(row.response_headers or {}),
+                row.response_audit,
             )
         if row.lease_until > now:
             raise IdempotencyInFlight(
@@ -140,6 +145,7 @@ def complete(session: Session, claimed: Claim, response: StoredResponse) -> None
             response_status=response.status,
             response_body=response.body,
             response_headers=response.headers,
+            response_audit=response.audit,
         )
     )
 

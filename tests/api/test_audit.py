@@ -446,3 +446,20 @@ def test_a_database_error_while_storing_a_patient_does_not_log_its_identifier(
     r = fragile.post("/v1/patients", json=_patient_body(f"{marker}\u0000"))
     assert r.status_code != 500 or r.headers["content-type"].startswith(PROBLEM_JSON)
     assert marker not in _service_log_text(caplog)
+
+
+def test_an_idempotent_replay_is_audited_like_the_first_request(client: TestClient) -> None:
+    r = client.post("/v1/patients", json={"identifiers": [{"system": "urn:t", "value": "rp-1"}]})
+    patient_id = r.json()["id"]
+    body = {"assessed_on": "2020-01-01", "pasi": PASI_EXAMPLE}
+    headers = {"Idempotency-Key": "replay-audit-1"}
+    first = client.post(f"/v1/patients/{patient_id}/assessments", json=body, headers=headers)
+    again = client.post(f"/v1/patients/{patient_id}/assessments", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+    events = client.get("/v1/audit-events", params={"patient_id": patient_id}).json()["items"]
+    actions = [(e["action"], e["resource_id"], e["status"]) for e in events]
+    assessment_id = first.json()["id"]
+    assert ("create-assessment", assessment_id, 201) in actions
+    assert ("replay-create-assessment", assessment_id, 201) in actions
