@@ -11,8 +11,6 @@ import math
 import os
 import platform
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,7 +32,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the projec
 
 from app.schemas.scores import PASI_EXAMPLE  # noqa: E402
 from tests.dbs import empty_database, migrate  # noqa: E402
-from tests.live import LiveServer, free_port, uvicorn_command  # noqa: E402
+from tests.live import LiveServer, UvicornProcess  # noqa: E402
 
 BACKENDS = ("sqlite", "postgresql")
 
@@ -166,55 +164,6 @@ def service(
         yield server
     finally:
         server.stop()
-
-
-class UvicornProcess:
-    """Any ASGI app in a uvicorn subprocess, started by the same command as the service."""
-
-    def __init__(self, app: str, log_path: Path, *, workers: int = 1) -> None:
-        self.app = app
-        self.workers = workers
-        self.port = free_port()
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def start(self, timeout: float = 30.0) -> UvicornProcess:
-        """Start and wait until it answers HTTP at all (any status: the app may have no GET)."""
-        command = uvicorn_command(self.app, self.port, self.workers)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.app} exited early:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                httpx.get(self.url + "/", timeout=1.0)
-                return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.app} did not become ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self.process = None
 
 
 @contextmanager

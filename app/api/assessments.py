@@ -168,10 +168,9 @@ def delete_assessment(
 )
 def assessment_history(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     def work(session: Session) -> Answer:
-        items = service.history(session, assessment_id)
         row = service.require_assessment(session, assessment_id)
         return Answer(
-            VersionPage(items=items, next_cursor=None),
+            VersionPage(items=service.history(session, row), next_cursor=None),
             AuditInfo("read-assessment-history", row.patient_id, "assessment", assessment_id),
         )
 

@@ -136,10 +136,9 @@ def delete_treatment(
 )
 def treatment_history(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
     def work(session: Session) -> Answer:
-        items = service.history(session, treatment_id)
         row = service.require_treatment(session, treatment_id)
         return Answer(
-            TreatmentVersionPage(items=items, next_cursor=None),
+            TreatmentVersionPage(items=service.history(session, row), next_cursor=None),
             AuditInfo("read-treatment-history", row.patient_id, "treatment", treatment_id),
         )
 

@@ -257,8 +257,7 @@ def mark_entered_in_error(
     return row
 
 
-def history(session: Session, assessment_id: uuid.UUID) -> list[AssessmentVersionOut]:
-    require_assessment(session, assessment_id)
+def history(session: Session, row: Assessment) -> list[AssessmentVersionOut]:
     return [
         AssessmentVersionOut.model_validate(
             {
@@ -272,7 +271,7 @@ def history(session: Session, assessment_id: uuid.UUID) -> list[AssessmentVersio
                 "scores": None if v.scores is None else Scores.model_validate(v.scores),
             }
         )
-        for v in versions_of(session, RESOURCE, assessment_id)
+        for v in versions_of(session, RESOURCE, row.id)
     ]
 
 

@@ -168,8 +168,7 @@ def list_treatments(session: Session, patient_id: uuid.UUID) -> list[Treatment]:
     )
 
 
-def history(session: Session, treatment_id: uuid.UUID) -> list[TreatmentVersionOut]:
-    require_treatment(session, treatment_id)
+def history(session: Session, row: Treatment) -> list[TreatmentVersionOut]:
     return [
         TreatmentVersionOut.model_validate(
             {
@@ -182,5 +181,5 @@ def history(session: Session, treatment_id: uuid.UUID) -> list[TreatmentVersionO
                 "status": "entered-in-error" if v.entered_in_error else "active",
             }
         )
-        for v in versions_of(session, RESOURCE, treatment_id)
+        for v in versions_of(session, RESOURCE, row.id)
     ]
