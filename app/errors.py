@@ -1,4 +1,4 @@
-"""Domain errors. They carry no HTTP status: `app.api.errors` maps each class to one."""
+"""Domain errors. They carry no HTTP status: `app.api.problems` maps each class to one."""
 
 from __future__ import annotations
 

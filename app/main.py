@@ -1,24 +1,31 @@
-"""The application factory: routers, error handlers, middleware, and the database in app state."""
+"""The application factory, served with `uvicorn --factory app.main:create_app`: routers, error
+handlers, middleware, and the runtime (database, key cache, rate limiter) built by the lifespan.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from app import logging_filters
-from app.api import admin, assessments, health, outcomes, patients, scores, treatments
-from app.api.body_guard import BodyGuard
-from app.api.deps import KeyCache, RateLimiter
-from app.api.headers import SecurityHeaders
+from app.api.middleware import BodyGuard, SecurityHeaders
 from app.api.problems import install_problem_handlers
+from app.api.routes import admin, assessments, health, outcomes, patients, scores, treatments
+from app.api.state import Runtime
+from app.auth.guards import KeyCache, RateLimiter
 from app.db.database import Database
 from app.db.migrate import upgrade_to_head
 from app.services.api_keys import BOOTSTRAP_KEY_FILE, bootstrap_admin_key
+from app.services.idempotency import purge_expired
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -35,7 +42,7 @@ Errors are RFC 9457 problem details (`application/problem+json`).
 """
 
 
-def _announce_startup(app: FastAPI, settings: Settings, db: Database) -> None:
+def _announce_startup(settings: Settings, db: Database) -> None:
     if settings.auth_disabled:
         log.warning(
             "AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): anyone who can reach this port "
@@ -55,6 +62,22 @@ def _announce_startup(app: FastAPI, settings: Settings, db: Database) -> None:
         )
 
 
+async def _purge_idempotency_keys(db: Database, settings: Settings, stop: asyncio.Event) -> None:
+    """Forget idempotency keys older than their retention, every `IDEMPOTENCY_PURGE_SECONDS`
+    (each worker does it; the DELETE is idempotent, so several workers doing it is harmless).
+    It stops between purges, never during one, so the database is disposed of only after."""
+    retention = timedelta(hours=settings.idempotency_retention_hours)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.idempotency_purge_seconds)
+        if stop.is_set():
+            return
+        try:
+            await run_in_threadpool(purge_expired, db, retention)
+        except Exception as exc:  # a failed purge must not stop the service; retry next time
+            log.warning("idempotency key purge failed: %s", type(exc).__name__)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -64,11 +87,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start and url.startswith("sqlite"):
             upgrade_to_head(url, settings.data_dir)
         db = Database(url)
-        app.state.db = db
-        _announce_startup(app, settings, db)
+        app.state.runtime = Runtime(
+            settings=settings,
+            db=db,
+            key_cache=KeyCache(settings.auth_cache_seconds),
+            rate_limiter=RateLimiter(settings.rate_limit_per_minute),
+        )
+        _announce_startup(settings, db)
+        stop_purging = asyncio.Event()
+        purger = asyncio.create_task(_purge_idempotency_keys(db, settings, stop_purging))
         try:
             yield
         finally:
+            stop_purging.set()
+            await purger
             db.dispose()
 
     app = FastAPI(
@@ -79,9 +111,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         license_info={"name": "MIT"},
     )
     logging_filters.install()
-    app.state.settings = settings
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
-    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     install_problem_handlers(app)
     for module in (health, scores, patients, assessments, treatments, outcomes, admin):
         app.include_router(module.router)
@@ -96,6 +125,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app
-
-
-app = create_app()

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         description="An in-flight idempotency claim older than this is treated as abandoned "
         "(its request died) and may be taken over by a retry.",
     )
+    idempotency_purge_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often each worker deletes idempotency keys older than their retention.",
+    )
     auth_cache_seconds: float = Field(
         default=2.0,
         ge=0,

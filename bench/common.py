@@ -168,7 +168,7 @@ def service(
 
 @contextmanager
 def bare_server(log_dir: Path, *, workers: int = 1) -> Iterator[UvicornProcess]:
-    proc = UvicornProcess("bench.bare_app:app", log_dir / "bare.log", workers=workers)
+    proc = UvicornProcess("bench.bare_app:create_app", log_dir / "bare.log", workers=workers)
     proc.start()
     try:
         yield proc

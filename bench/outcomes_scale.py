@@ -95,7 +95,9 @@ def synthetic_scores(n: int) -> list[Any]:
 def run_backend(backend: str, sizes: tuple[int, ...], quick: bool) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
+    from app.auth.access import DEV_ACCESS
     from app.db.database import Database
+    from app.formats.outcomes import outcomes_json
     from app.main import create_app
     from app.scoring.outcomes import OutcomeOptions, compute_outcomes
     from app.services.api_keys import BOOTSTRAP_KEY_FILE
@@ -144,7 +146,11 @@ def run_backend(backend: str, sizes: tuple[int, ...], quick: bool) -> dict[str, 
 
                     def svc(pid: str = pid) -> None:
                         with db.read() as session:
-                            patient_outcomes(session, uuid.UUID(pid), OutcomeOptions(), None)
+                            outcomes_json(
+                                patient_outcomes(
+                                    session, DEV_ACCESS, uuid.UUID(pid), OutcomeOptions(), None
+                                )
+                            )
 
                     scores = synthetic_scores(n)
 

@@ -13,7 +13,7 @@ fi
 
 alembic upgrade head
 
-exec uvicorn app.main:app \
+exec uvicorn --factory app.main:create_app \
     --host 0.0.0.0 \
     --port "${PORT:-8000}" \
     --workers "${WEB_CONCURRENCY:-2}" \

@@ -70,7 +70,7 @@ KEPT_TABLES = {"api_keys"}
 
 
 def _empty_tables(client: TestClient) -> None:
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     names = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in KEPT_TABLES]
     with db.transaction() as session:
         if db.is_sqlite:

@@ -32,6 +32,7 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
         sys.executable,
         "-m",
         "uvicorn",
+        "--factory",
         app,
         "--host",
         "127.0.0.1",
@@ -148,7 +149,7 @@ class LiveServer(UvicornProcess):
     ) -> None:
         port = port or free_port()
         super().__init__(
-            "app.main:app",
+            "app.main:create_app",
             data_dir / f"server-{port}.log",
             workers=workers,
             port=port,

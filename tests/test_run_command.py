@@ -20,7 +20,7 @@ def test_make_run_migrates_then_serves_uvicorn_with_uvloop() -> None:
         ["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     migrate_at = recipe.index("alembic upgrade head")
-    serve_at = recipe.index("uvicorn app.main:app")
+    serve_at = recipe.index("uvicorn --factory app.main:create_app")
     assert migrate_at < serve_at
     assert re.search(r"--loop uvloop", recipe)
     assert "--port 8000" in recipe

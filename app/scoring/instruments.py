@@ -14,6 +14,7 @@ from app.scoring.pasi import PASI_MAX_TENTHS, checked_int, checked_percent
 __all__ = [
     "DLQI_ITEM_MAX",
     "DLQI_TOTAL_MAX",
+    "IGA_MAX",
     "DlqiAnswers",
     "DlqiBand",
     "DlqiScore",
@@ -34,6 +35,9 @@ class IgaGrade(IntEnum):
     MILD = 2
     MODERATE = 3
     SEVERE = 4
+
+
+IGA_MAX: Final = max(IgaGrade)
 
 
 class PgaScale(StrEnum):

@@ -40,9 +40,32 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from enum import StrEnum
 from operator import attrgetter
 from typing import Literal
+
+from app.scoring.errors import ScoringInputError
+from app.scoring.instruments import IGA_MAX
+from app.scoring.pasi import PASI_MAX_TENTHS
+from app.scoring.relapse import (
+    REBOUND_WINDOW_DAYS_NPF,
+    Episode,
+    Rebound,
+    Relapse,
+    RelapseDefinition,
+    find_episodes,
+    first_episode_relapse,
+    is_rebound,
+    relapse_rule,
+)
+from app.scoring.response import (
+    ABSOLUTE_TARGETS,
+    RELATIVE_TARGETS,
+    ClearanceCriterion,
+    ClearanceTest,
+    clearance_test,
+    percent_improvement,
+    reaches_pasi_response,
+)
 
 __all__ = [
     "AssessmentRef",
@@ -51,7 +74,6 @@ __all__ = [
     "ClearanceCriterion",
     "DatedScore",
     "Episode",
-    "OutcomeInputError",
     "OutcomeOptions",
     "Outcomes",
     "Rebound",
@@ -65,26 +87,6 @@ __all__ = [
     "reaches_pasi_response",
 ]
 
-PASI_MAX_TENTHS = 720
-IGA_MAX = 4
-
-# Keys of ``Outcomes.responses`` in their documented order, with their exact thresholds.
-RELATIVE_TARGETS: tuple[tuple[str, int], ...] = (
-    ("pasi50", 50),
-    ("pasi75", 75),
-    ("pasi90", 90),
-    ("pasi100", 100),
-)
-"""Relative responses: key and percent improvement *k* (met iff ``100*(b-x) >= k*b``)."""
-
-ABSOLUTE_TARGETS: tuple[tuple[str, int], ...] = (
-    ("pasi_le_1", 10),
-    ("pasi_le_2", 20),
-    ("pasi_le_3", 30),
-    ("pasi_le_5", 50),
-)
-"""Absolute targets: key and the largest PASI in tenths that meets it (``x <= limit``)."""
-
 NOTE_BASELINE_ZERO = (
     "baseline PASI is 0: percent improvement and the PASI 50-100 responses are undefined, "
     "relapse is not evaluable; absolute targets still apply"
@@ -95,7 +97,6 @@ NOTE_CLEARANCE_PASI90_UNDEFINED = (
     "baseline PASI is 0, so clearance by PASI 90 (a relative response) is not evaluable"
 )
 NOTE_CLEARANCE_NO_IGA = "no assessment from the baseline on records IGA"
-NOTE_RELAPSE_BASELINE_ZERO = "baseline PASI is 0, so relapse is not evaluable"
 NOTE_REBOUND_BASELINE_ZERO = "baseline PASI is 0, so rebound (125 % of baseline) is not evaluable"
 
 
@@ -117,6 +118,7 @@ class DatedScore:
     bsa_percent: Decimal | None = None
     iga: int | None = None
     is_baseline: bool = False
+    visit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,67 +128,6 @@ class TreatmentCourse:
     treatment_id: str
     started_on: date
     ended_on: date | None = None
-
-
-class ClearanceCriterion(StrEnum):
-    """What counts as clear skin (option ``clearance``). The choice is the user's.
-
-    The members are the conventional endpoints of psoriasis trials and registries; the
-    PASI-based ones are judged exactly on integer tenths.
-    """
-
-    PASI100 = "pasi100"
-    """PASI = 0, i.e. complete clearance / PASI 100 (SPEC section 3 default). Absolute: it
-    needs no baseline, so it is evaluable even when the baseline PASI is 0."""
-
-    PASI90 = "pasi90"
-    """PASI 90: at least 90 % improvement from the baseline PASI (``100*(b-x) >= 90*b``),
-    the usual "almost clear" endpoint of biologic trials. Relative: not evaluable when the
-    baseline PASI is 0."""
-
-    PASI_LE_1 = "pasi_le_1"
-    """Absolute PASI <= 1 (``x <= 10`` tenths), the absolute-PASI treat-to-target goal."""
-
-    PASI_LE_2 = "pasi_le_2"
-    """Absolute PASI <= 2 (``x <= 20`` tenths), the absolute-PASI treat-to-target goal."""
-
-    IGA_0 = "iga_0"
-    """IGA / sPGA 0 ("clear") on the 0-4 scale (SPEC section 2). Assessments without an IGA
-    neither meet nor break it."""
-
-
-class RelapseDefinition(StrEnum):
-    """How relapse is defined (option ``relapse``); each is a published choice."""
-
-    NPF_50PCT_LOSS = "npf_50pct_loss"
-    """US National Psoriasis Foundation definition (Papp et al., BMC Dermatology 2006;6:9,
-    table 1; Carey et al., JAAD 2006): "loss of 50 % of PASI improvement from baseline in
-    patients who achieve a clinically meaningful response (>= 50 % improvement in PASI
-    from baseline)". Evaluable from the first PASI 50; relapse at the first later
-    assessment with ``PASI >= best + 0.5 * (baseline - best)``, exactly ``2*x >= best + b``.
-    """
-
-    EMA_50PCT_LOSS = "ema_50pct_loss"
-    """EMA wording (CHMP guideline on clinical investigation of medicinal products
-    indicated for the treatment of psoriasis, CHMP/EWP/2454/02): a loss of *more than*
-    50 % of the maximal improvement. As NPF but strictly greater: ``2*x > best + b``."""
-
-    LOSS_OF_PASI75 = "loss_of_pasi75"
-    """Loss of a PASI 75 response: evaluable from the first PASI 75; relapse at the first
-    later assessment below PASI 75, exactly ``100*(b-x) < 75*b``."""
-
-    PASI_ABOVE = "pasi_above"
-    """A user-chosen absolute threshold N (``relapse_threshold_tenths``): evaluable from the
-    first PASI 50 (as NPF, Papp et al. 2006); relapse at the first later PASI > N."""
-
-
-class OutcomeInputError(ValueError):
-    """The options or the data cannot be used; ``field`` names the input, ``rule`` says why."""
-
-    def __init__(self, field: str, rule: str) -> None:
-        super().__init__(f"{field} {rule}")
-        self.field = field
-        self.rule = rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +144,7 @@ class OutcomeOptions:
     relapse: RelapseDefinition = RelapseDefinition.NPF_50PCT_LOSS
     relapse_threshold_tenths: int | None = None
     treatment: TreatmentCourse | None = None
-    rebound_window_days: int = 90
+    rebound_window_days: int = REBOUND_WINDOW_DAYS_NPF
 
 
 # --------------------------------------------------------------------------- results
@@ -256,53 +197,6 @@ class Clearance:
 
 
 @dataclass(frozen=True, slots=True)
-class Relapse:
-    """Relapse in the first response episode. ``threshold_tenths`` is the ``pasi_above``
-    threshold (None otherwise). When not evaluable, the five event fields are None and
-    ``note`` says why."""
-
-    definition: RelapseDefinition
-    threshold_tenths: int | None
-    evaluable_from: date | None
-    relapsed_on: date | None
-    days_to_relapse: int | None
-    relapse_free_days: int | None
-    censored: bool | None
-    note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rebound:
-    """Rebound after a treatment's end (Papp et al., BMC Dermatology 2006;6:9, table 1):
-    PASI >= 125 % of baseline (``4*x >= 5*b``) at an assessment with
-    ``ended_on < assessed_on <= ended_on + window_days``. Only counting assessments
-    (the baseline and later) are considered. ``rebounded`` is None when the baseline PASI is
-    0, False with a note when no assessment falls in the window."""
-
-    treatment_id: str | None
-    treatment_ended_on: date | None
-    window_days: int
-    rebounded: bool | None
-    rebound_on: date | None
-    days_after_end: int | None
-    note: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Episode:
-    """A response episode: from the first assessment reaching the qualifying response (after
-    the previous episode's relapse) to its own relapse. ``best_pasi_tenths`` is the lowest
-    PASI before the relapse (``best_on`` its first date); ``cleared_on`` the first
-    assessment in the episode, before its relapse, meeting the clearance criterion."""
-
-    responded_on: date
-    best_pasi_tenths: int
-    best_on: date
-    cleared_on: date | None
-    relapsed_on: date | None
-
-
-@dataclass(frozen=True, slots=True)
 class SeriesPoint:
     """One assessment on the course chart; ``counts`` is False before the baseline."""
 
@@ -314,6 +208,7 @@ class SeriesPoint:
     iga: int | None
     percent_improvement: Decimal | None
     counts: bool
+    visit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,27 +234,6 @@ class Outcomes:
 # --------------------------------------------------------------------------- exact helpers
 
 
-def reaches_pasi_response(baseline_tenths: int, pasi_tenths: int, k: int) -> bool:
-    """PASI *k* response, exactly: ``baseline > 0 and 100*(baseline - pasi) >= k*baseline``."""
-    return baseline_tenths > 0 and 100 * (baseline_tenths - pasi_tenths) >= k * baseline_tenths
-
-
-def percent_improvement(baseline_tenths: int, pasi_tenths: int) -> Decimal | None:
-    """``100*(b - x)/b`` to one decimal, ROUND_HALF_UP (ties away from zero); None if b == 0.
-
-    Computed in integers, so there is no intermediate rounding; a result that rounds to
-    zero is ``Decimal("0.0")``, never ``-0.0``. For display only: never compare it.
-    """
-    if baseline_tenths <= 0:
-        return None
-    tenths_of_percent = 1000 * (baseline_tenths - pasi_tenths)
-    quotient, remainder = divmod(abs(tenths_of_percent), baseline_tenths)
-    if 2 * remainder >= baseline_tenths:
-        quotient += 1
-    signed = quotient if tenths_of_percent >= 0 else -quotient
-    return Decimal(signed).scaleb(-1)
-
-
 def _ended_on(course: TreatmentCourse) -> tuple[date, date]:
     # Only called for courses with an end date.
     assert course.ended_on is not None
@@ -380,7 +254,7 @@ def _ref(score: DatedScore) -> AssessmentRef:
 
 def _validate_course(course: TreatmentCourse, field: str) -> None:
     if course.ended_on is not None and course.ended_on < course.started_on:
-        raise OutcomeInputError(
+        raise ScoringInputError(
             field, f"ends ({course.ended_on}) before it starts ({course.started_on})"
         )
 
@@ -389,11 +263,11 @@ def _validate_options(options: OutcomeOptions, treatments: Sequence[TreatmentCou
     if options.relapse is RelapseDefinition.PASI_ABOVE:
         threshold = options.relapse_threshold_tenths
         if threshold is None:
-            raise OutcomeInputError("relapse_threshold", "is required when relapse is pasi_above")
+            raise ScoringInputError("relapse_threshold", "is required when relapse is pasi_above")
         if threshold < 0:
-            raise OutcomeInputError("relapse_threshold", "must be 0 or more")
+            raise ScoringInputError("relapse_threshold", "must be 0 or more")
     if options.rebound_window_days < 1:
-        raise OutcomeInputError("rebound_window_days", "must be at least 1 day")
+        raise ScoringInputError("rebound_window_days", "must be at least 1 day")
     if options.treatment is not None:
         _validate_course(options.treatment, "treatment")
     for course in treatments:
@@ -402,12 +276,12 @@ def _validate_options(options: OutcomeOptions, treatments: Sequence[TreatmentCou
 
 def _validate_score(score: DatedScore) -> None:
     if not 0 <= score.pasi_tenths <= PASI_MAX_TENTHS:
-        raise OutcomeInputError(
+        raise ScoringInputError(
             "pasi_tenths",
             f"must be from 0 to {PASI_MAX_TENTHS} tenths (assessment {score.assessment_id})",
         )
     if score.iga is not None and not 0 <= score.iga <= IGA_MAX:
-        raise OutcomeInputError(
+        raise ScoringInputError(
             "iga", f"must be from 0 to {IGA_MAX} (assessment {score.assessment_id})"
         )
 
@@ -425,7 +299,7 @@ def _find_baseline(ordered: Sequence[DatedScore], options: OutcomeOptions, notes
                 break
             index = i
         if index < 0:
-            raise OutcomeInputError(
+            raise ScoringInputError(
                 "treatment", "has no assessment on or before its start date to serve as baseline"
             )
         notes.append(
@@ -500,31 +374,11 @@ def _responses(counting: Sequence[DatedScore], anchor_on: date) -> dict[str, Tar
     return responses
 
 
-def _clearance_test(
-    criterion: ClearanceCriterion, b: int
-) -> Callable[[DatedScore], bool | None] | None:
-    """Whether an assessment meets the criterion (None: neither meets nor breaks it).
-
-    Returns None when the criterion cannot be evaluated at all (PASI 90 with baseline 0).
-    """
-    if criterion is ClearanceCriterion.PASI100:
-        return lambda s: s.pasi_tenths == 0
-    if criterion is ClearanceCriterion.PASI90:
-        if b == 0:
-            return None
-        return lambda s: reaches_pasi_response(b, s.pasi_tenths, 90)
-    if criterion is ClearanceCriterion.PASI_LE_1:
-        return lambda s: s.pasi_tenths <= 10
-    if criterion is ClearanceCriterion.PASI_LE_2:
-        return lambda s: s.pasi_tenths <= 20
-    return lambda s: None if s.iga is None else s.iga == 0
-
-
 def _clearance(
     counting: Sequence[DatedScore],
     criterion: ClearanceCriterion,
     anchor_on: date,
-    clears: Callable[[DatedScore], bool | None] | None,
+    clears: ClearanceTest | None,
 ) -> Clearance:
     latest = counting[-1]
     days_observed = (latest.assessed_on - anchor_on).days
@@ -532,7 +386,9 @@ def _clearance(
         return Clearance(
             criterion, None, None, None, days_observed, None, None, NOTE_CLEARANCE_PASI90_UNDEFINED
         )
-    first_index = next((i for i, s in enumerate(counting) if clears(s) is True), None)
+    first_index = next(
+        (i for i, s in enumerate(counting) if clears(s.pasi_tenths, s.iga) is True), None
+    )
     if first_index is None:
         note = None
         if criterion is ClearanceCriterion.IGA_0 and all(s.iga is None for s in counting):
@@ -541,7 +397,7 @@ def _clearance(
     cleared_on = counting[first_index].assessed_on
     ended_on, ongoing = latest.assessed_on, True
     for score in counting[first_index + 1 :]:
-        if clears(score) is False:
+        if clears(score.pasi_tenths, score.iga) is False:
             ended_on, ongoing = score.assessed_on, False
             break
     return Clearance(
@@ -553,94 +409,6 @@ def _clearance(
         lasted_days=(ended_on - cleared_on).days,
         ongoing=ongoing,
     )
-
-
-def _relapse_rules(
-    options: OutcomeOptions, b: int
-) -> tuple[Callable[[int], bool], Callable[[int, int], bool], str]:
-    """(qualifying response, relapse test on (pasi, best), name of the qualifying response)."""
-
-    def pasi50(x: int) -> bool:
-        return reaches_pasi_response(b, x, 50)
-
-    definition = options.relapse
-    if definition is RelapseDefinition.NPF_50PCT_LOSS:
-        return pasi50, lambda x, best: 2 * x >= best + b, "PASI 50"
-    if definition is RelapseDefinition.EMA_50PCT_LOSS:
-        return pasi50, lambda x, best: 2 * x > best + b, "PASI 50"
-    if definition is RelapseDefinition.LOSS_OF_PASI75:
-        return (
-            lambda x: reaches_pasi_response(b, x, 75),
-            lambda x, best: 100 * (b - x) < 75 * b,
-            "PASI 75",
-        )
-    threshold = options.relapse_threshold_tenths
-    assert threshold is not None  # checked by _validate_options
-    return pasi50, lambda x, best: x > threshold, "PASI 50"
-
-
-def _episodes(
-    counting: Sequence[DatedScore],
-    qualifies: Callable[[int], bool],
-    relapses: Callable[[int, int], bool],
-    clears: Callable[[DatedScore], bool | None] | None,
-) -> list[Episode]:
-    """Response episodes in order; one linear pass over the counting assessments."""
-    episodes: list[Episode] = []
-    n = len(counting)
-    i = 0
-    while i < n:
-        while i < n and not qualifies(counting[i].pasi_tenths):
-            i += 1
-        if i == n:
-            break
-        start = counting[i]
-        best, best_on = start.pasi_tenths, start.assessed_on
-        cleared_on = start.assessed_on if clears is not None and clears(start) is True else None
-        relapsed_on: date | None = None
-        j = i + 1
-        while j < n:
-            score = counting[j]
-            if relapses(score.pasi_tenths, best):
-                relapsed_on = score.assessed_on
-                break
-            if score.pasi_tenths < best:
-                best, best_on = score.pasi_tenths, score.assessed_on
-            if cleared_on is None and clears is not None and clears(score) is True:
-                cleared_on = score.assessed_on
-            j += 1
-        episodes.append(Episode(start.assessed_on, best, best_on, cleared_on, relapsed_on))
-        if relapsed_on is None:
-            break
-        i = j + 1
-    return episodes
-
-
-def _relapse(
-    options: OutcomeOptions,
-    b: int,
-    latest: DatedScore,
-    episodes: Sequence[Episode],
-    qualifying_name: str,
-) -> Relapse:
-    definition = options.relapse
-    threshold = (
-        options.relapse_threshold_tenths if definition is RelapseDefinition.PASI_ABOVE else None
-    )
-    if b == 0 or not episodes:
-        note = (
-            NOTE_RELAPSE_BASELINE_ZERO
-            if b == 0
-            else f"no assessment has reached {qualifying_name} yet, so relapse is not evaluable"
-        )
-        return Relapse(definition, threshold, None, None, None, None, None, note)
-    first = episodes[0]
-    evaluable_from = first.responded_on
-    if first.relapsed_on is not None:
-        days = (first.relapsed_on - evaluable_from).days
-        return Relapse(definition, threshold, evaluable_from, first.relapsed_on, days, days, False)
-    free_days = (latest.assessed_on - evaluable_from).days
-    return Relapse(definition, threshold, evaluable_from, None, None, free_days, True)
 
 
 def _rebound(
@@ -673,7 +441,7 @@ def _rebound(
         if after > window:
             break
         any_in_window = True
-        if 4 * score.pasi_tenths >= 5 * b:
+        if is_rebound(b, score.pasi_tenths):
             return Rebound(course.treatment_id, ended_on, window, True, score.assessed_on, after)
     note = None if any_in_window else f"no assessment within the {window} days after it ended"
     return Rebound(course.treatment_id, ended_on, window, False, None, None, note)
@@ -703,6 +471,7 @@ def _series(
                 s.iga,
                 improvement,
                 counts,
+                s.visit,
             )
         )
     return points
@@ -718,7 +487,7 @@ def compute_outcomes(
 ) -> Outcomes | None:
     """Baseline, latest, change, responses, clearance, relapse, episodes, rebound, series.
 
-    Returns None when there are no assessments. Raises ``OutcomeInputError`` for unusable
+    Returns None when there are no assessments. Raises ``ScoringInputError`` for unusable
     options (``relapse_threshold`` missing for ``pasi_above``, a treatment anchor with no
     assessment on or before its start, ...). ``treatments`` is only used for rebound when
     the outcomes are not anchored on a treatment (the course that ended last).
@@ -749,9 +518,9 @@ def compute_outcomes(
             "but count towards no outcome"
         )
 
-    clears = _clearance_test(options.clearance, b)
-    qualifies, relapses, qualifying_name = _relapse_rules(options, b)
-    episodes = _episodes(counting, qualifies, relapses, clears) if b > 0 else []
+    clears = clearance_test(options.clearance, b)
+    rule = relapse_rule(options.relapse, b, options.relapse_threshold_tenths)
+    episodes = find_episodes(counting, rule, clears) if b > 0 else []
 
     return Outcomes(
         anchor="treatment" if anchored else "baseline",
@@ -762,7 +531,14 @@ def compute_outcomes(
         change=_change(baseline, latest),
         responses=_responses(counting, anchor_on),
         clearance=_clearance(counting, options.clearance, anchor_on, clears),
-        relapse=_relapse(options, b, latest, episodes, qualifying_name),
+        relapse=first_episode_relapse(
+            options.relapse,
+            options.relapse_threshold_tenths,
+            b,
+            latest.assessed_on,
+            episodes,
+            rule.qualifying_name,
+        ),
         episodes=episodes,
         rebound=_rebound(counting, options, treatments),
         series=_series(ordered, baseline_index, anchor_on),

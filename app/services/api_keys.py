@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from app.auth.access import Access
 from app.auth.keys import Scope, generate_key, parse_scopes, parse_token, secret_matches
 from app.db.database import Database
 from app.db.models import ApiKey
@@ -19,13 +20,6 @@ from app.errors import Conflict, NotFound
 
 log = logging.getLogger("app.auth")
 BOOTSTRAP_KEY_FILE = "admin-api-key.txt"
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    key_id: uuid.UUID | None
-    name: str
-    scopes: frozenset[Scope]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +75,10 @@ _ACTIVE_KEY = select(ApiKey.name, ApiKey.scopes, ApiKey.salt, ApiKey.secret_hash
 )
 
 
-def verify_token(session: Session, token: str) -> Caller | None:
-    """The caller a token belongs to, or None. Checked against the database on every request, so a
-    revoked key stops working at once on every worker."""
+def verify_token(session: Session, token: str) -> Access | None:
+    """The caller a token belongs to, or None (a revoked key is None). The API layer caches what
+    this returns for a few seconds (`KeyCache`), so revocation reaches other workers within
+    that time."""
     parsed = parse_token(token)
     if parsed is None:
         return None
@@ -91,7 +86,7 @@ def verify_token(session: Session, token: str) -> Caller | None:
     row = session.connection().execute(_ACTIVE_KEY, {"key_id": key_id}).one_or_none()
     if row is None or not secret_matches(row.salt, secret, row.secret_hash):
         return None
-    return Caller(key_id, row.name, parse_scopes(row.scopes))
+    return Access(key_id, row.name, parse_scopes(row.scopes))
 
 
 def bootstrap_admin_key(db: Database, data_dir: Path) -> str | None:

@@ -6,24 +6,23 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Assessment, table_of
-from app.errors import BaselineExists, Conflict, InvalidParameter, NotFound
+from app.auth.access import Access
+from app.db.models import Assessment
+from app.errors import BaselineExists, InvalidParameter
 from app.schemas.common import Page
-from app.schemas.records import AssessmentIn, AssessmentOut, AssessmentVersionOut
-from app.schemas.scores import Scores
+from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
+from app.services import versioning
 from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
-from app.services.patients import ensure_patient
-from app.services.scoring import ComputedScores
-from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
+from app.services.patients import ensure_patient, require_record
+from app.services.scoring import compute_scores
 
-RESOURCE = "assessment"
 CONTENT_FIELDS = {
     "assessed_on",
     "visit",
@@ -42,18 +41,7 @@ def content_of(body: AssessmentIn) -> dict[str, Any]:
 
 
 def to_out(row: Assessment) -> AssessmentOut:
-    return AssessmentOut.model_validate(
-        {
-            **row.content,
-            "id": row.id,
-            "patient_id": row.patient_id,
-            "version": row.version,
-            "status": "entered-in-error" if row.entered_in_error else "active",
-            "recorded_at": row.recorded_at,
-            "updated_at": row.updated_at,
-            "scores": row.scores,
-        }
-    )
+    return AssessmentOut.model_validate(versioning.record_fields(row))
 
 
 def _active_baseline(session: Session, patient_id: uuid.UUID) -> uuid.UUID | None:
@@ -91,192 +79,98 @@ def _guarding_baseline(
         raise _baseline_conflict(_active_baseline(session, patient_id)) from None
 
 
-_INSERT_ASSESSMENT = insert(table_of(Assessment))
-
-
-def create_assessment(
-    session: Session,
-    patient_id: uuid.UUID,
-    body: AssessmentIn,
-    computed: ComputedScores,
-    recorded_by: str,
-) -> Assessment:
-    ensure_patient(session, patient_id)
-    if body.is_baseline:
-        holder = _active_baseline(session, patient_id)
-        if holder is not None:
-            raise _baseline_conflict(holder)
-    now = datetime.now(UTC)
-    content = content_of(body)
-    scores = computed.scores.model_dump(mode="json")
-    values: dict[str, Any] = {
-        "id": uuid.uuid4(),
-        "patient_id": patient_id,
-        "version": 1,
-        "entered_in_error": False,
+def _scored_columns(body: AssessmentIn) -> dict[str, Any]:
+    """The content, its scores (computed here, once, by the scoring core) and the columns that
+    outcomes and lists query."""
+    computed = compute_scores(body)
+    return {
         "assessed_on": body.assessed_on,
-        "recorded_at": now,
-        "updated_at": now,
         "visit": body.visit,
         "is_baseline": body.is_baseline,
         "pasi_tenths": computed.pasi_tenths,
         "bsa_percent": computed.bsa_percent,
         "iga": computed.iga,
-        "content": content,
-        "scores": scores,
+        "content": content_of(body),
+        "scores": computed.scores.model_dump(mode="json"),
     }
-    with _guarding_baseline(session, patient_id, body.is_baseline):
-        session.connection().execute(_INSERT_ASSESSMENT, values)
-    row = Assessment(**values)  # transient: only to shape the response
-    add_version(
+
+
+def create_assessment(
+    session: Session, access: Access, patient_id: uuid.UUID, body: AssessmentIn
+) -> AssessmentOut:
+    columns = _scored_columns(body)
+    ensure_patient(session, access, patient_id)
+    if body.is_baseline:
+        holder = _active_baseline(session, patient_id)
+        if holder is not None:
+            raise _baseline_conflict(holder)
+    row = versioning.create_record(
         session,
-        resource_type=RESOURCE,
-        resource_id=row.id,
-        version=1,
-        action="create",
-        recorded_at=now,
-        recorded_by=recorded_by,
-        reason=None,
-        entered_in_error=False,
-        content=content,
-        scores=scores,
+        Assessment,
+        {"patient_id": patient_id, **columns},
+        access.name,
+        guard=_guarding_baseline(session, patient_id, body.is_baseline),
     )
-    return row
+    return to_out(row)
 
 
-def require_assessment(session: Session, assessment_id: uuid.UUID) -> Assessment:
-    row = session.get(Assessment, assessment_id)
-    if row is None:
-        raise NotFound(f"no assessment {assessment_id}")
-    return row
+def require_assessment(session: Session, access: Access, assessment_id: uuid.UUID) -> Assessment:
+    return require_record(session, access, Assessment, assessment_id)
+
+
+def get_assessment(session: Session, access: Access, assessment_id: uuid.UUID) -> AssessmentOut:
+    return to_out(require_assessment(session, access, assessment_id))
 
 
 def amend_assessment(
     session: Session,
+    access: Access,
     assessment_id: uuid.UUID,
-    body: AssessmentIn,
-    computed: ComputedScores,
-    reason: str,
+    body: AssessmentAmend,
     if_match: str | None,
-    recorded_by: str,
-) -> Assessment:
-    row = require_assessment(session, assessment_id)
-    check_if_match(if_match, row.version, required=True)
-    if row.entered_in_error:
-        raise Conflict(f"assessment {assessment_id} is entered-in-error and cannot be amended")
-    if body.is_baseline and not row.is_baseline:
+) -> AssessmentOut:
+    columns = _scored_columns(body)
+    row = require_assessment(session, access, assessment_id)
+    versioning.check_amendable(row, if_match)
+    flags_baseline = body.is_baseline and not row.is_baseline
+    if flags_baseline:
         holder = _active_baseline(session, row.patient_id)
         if holder is not None and holder != row.id:
             raise _baseline_conflict(holder)
-    now = datetime.now(UTC)
-    content = content_of(body)
-    scores = computed.scores.model_dump(mode="json")
-    new_version = row.version + 1
-    # Compare-and-set on the version: of concurrent amendments with the same If-Match, exactly
-    # one updates the row; the others find it changed and get 412.
-    with _guarding_baseline(session, row.patient_id, body.is_baseline and not row.is_baseline):
-        changed = affected_rows(
-            session.execute(
-                update(Assessment)
-                .where(Assessment.id == row.id, Assessment.version == row.version)
-                .values(
-                    version=new_version,
-                    updated_at=now,
-                    assessed_on=body.assessed_on,
-                    visit=body.visit,
-                    is_baseline=body.is_baseline,
-                    pasi_tenths=computed.pasi_tenths,
-                    bsa_percent=computed.bsa_percent,
-                    iga=computed.iga,
-                    content=content,
-                    scores=scores,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        )
-    if changed != 1:
-        session.expire(row)
-        check_if_match(if_match, require_assessment(session, assessment_id).version, required=True)
-    add_version(
+    versioning.amend(
         session,
-        resource_type=RESOURCE,
-        resource_id=row.id,
-        version=new_version,
-        action="amend",
-        recorded_at=now,
-        recorded_by=recorded_by,
-        reason=reason,
-        entered_in_error=False,
-        content=content,
-        scores=scores,
+        row,
+        if_match=if_match,
+        changes=columns,
+        reason=body.reason,
+        recorded_by=access.name,
+        guard=_guarding_baseline(session, row.patient_id, flags_baseline),
     )
-    session.refresh(row)
-    return row
+    return to_out(row)
 
 
 def mark_entered_in_error(
-    session: Session,
-    assessment_id: uuid.UUID,
-    reason: str,
-    if_match: str | None,
-    recorded_by: str,
-) -> Assessment:
-    row = require_assessment(session, assessment_id)
-    check_if_match(if_match, row.version, required=False)
-    if row.entered_in_error:
-        return row
-    now = datetime.now(UTC)
-    new_version = row.version + 1
-    changed = affected_rows(
-        session.execute(
-            update(Assessment)
-            .where(Assessment.id == row.id, Assessment.version == row.version)
-            .values(version=new_version, updated_at=now, entered_in_error=True)
-            .execution_options(synchronize_session=False)
-        )
+    session: Session, access: Access, assessment_id: uuid.UUID, reason: str, if_match: str | None
+) -> AssessmentOut:
+    row = require_assessment(session, access, assessment_id)
+    versioning.mark_entered_in_error(
+        session, row, if_match=if_match, reason=reason, recorded_by=access.name
     )
-    if changed != 1:
-        session.expire(row)
-        check_if_match(
-            f'"{row.version}"', require_assessment(session, assessment_id).version, required=True
-        )
-    add_version(
-        session,
-        resource_type=RESOURCE,
-        resource_id=row.id,
-        version=new_version,
-        action="entered-in-error",
-        recorded_at=now,
-        recorded_by=recorded_by,
-        reason=reason,
-        entered_in_error=True,
-        content=row.content,
-        scores=row.scores,
-    )
-    session.refresh(row)
-    return row
+    return to_out(row)
 
 
-def history(session: Session, row: Assessment) -> list[AssessmentVersionOut]:
-    return [
-        AssessmentVersionOut.model_validate(
-            {
-                **v.content,
-                "version": v.version,
-                "action": v.action,
-                "recorded_at": v.recorded_at,
-                "recorded_by": v.recorded_by,
-                "reason": v.reason,
-                "status": "entered-in-error" if v.entered_in_error else "active",
-                "scores": None if v.scores is None else Scores.model_validate(v.scores),
-            }
-        )
-        for v in versions_of(session, RESOURCE, row.id)
-    ]
+def history(
+    session: Session, access: Access, assessment_id: uuid.UUID
+) -> tuple[uuid.UUID, list[AssessmentVersionOut]]:
+    """The patient's id (for the audit) and every version, oldest first."""
+    row = require_assessment(session, access, assessment_id)
+    versions = versioning.history_fields(session, row)
+    return row.patient_id, [AssessmentVersionOut.model_validate(v) for v in versions]
 
 
 def list_assessments(
     session: Session,
+    access: Access,
     patient_id: uuid.UUID,
     *,
     limit: int,
@@ -285,7 +179,7 @@ def list_assessments(
     to_date: date | None,
     visit: str | None,
 ) -> Page[AssessmentOut]:
-    ensure_patient(session, patient_id)
+    ensure_patient(session, access, patient_id)
     query = (
         select(Assessment)
         .where(Assessment.patient_id == patient_id, Assessment.entered_in_error.is_(False))

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.db.models import AuditEvent, table_of
+from app.errors import InvalidParameter
+from app.services.pagination import decode_cursor, encode_cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +65,43 @@ def record(
             "status": status,
         },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    patient_id: uuid.UUID | None = None
+    key_name: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def list_events(
+    session: Session, where: AuditFilter, limit: int, cursor: str | None
+) -> tuple[list[AuditEvent], str | None]:
+    """Events in the order they were written, filtered, one keyset page at a time."""
+    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
+    if where.patient_id is not None:
+        query = query.where(AuditEvent.patient_id == where.patient_id)
+    if where.key_name is not None:
+        query = query.where(AuditEvent.key_name == where.key_name)
+    if where.action is not None:
+        query = query.where(AuditEvent.action == where.action)
+    for name, value in (("since", where.since), ("until", where.until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidParameter(
+                name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z"
+            )
+    if where.since is not None:
+        query = query.where(AuditEvent.occurred_at >= where.since)
+    if where.until is not None:
+        query = query.where(AuditEvent.occurred_at < where.until)
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        if not isinstance(last_id, int):
+            raise InvalidParameter("cursor", "is not a cursor this service issued")
+        query = query.where(AuditEvent.id > last_id)
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor([rows[-1].id]) if more else None

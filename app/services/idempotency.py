@@ -6,12 +6,16 @@
 2. The write and the stored response commit in ONE transaction, so a crash leaves either both
    or neither; a claim whose request died is taken over once its lease expires.
 3. A request that fails (validation, 404, 409...) releases its claim: failures are not remembered.
+
+`run_once` is the whole protocol in one function, so that a v1 POST, a batch item and a FHIR
+create run the very same code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +45,22 @@ class Claim:
     claim_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class KeyScope:
+    """A key is unique per owner (the API key's name), method and path."""
+
+    owner: str
+    method: str
+    path: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    lease_seconds: int
+    retention: timedelta
+
+
 def request_hash(payload: Any) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -54,18 +74,36 @@ def validate_key(key: str) -> str:
     return key
 
 
-def claim(
+def run_once(
     db: Database,
-    owner: str,
-    method: str,
-    path: str,
-    key: str,
+    scope: KeyScope,
     digest: str,
-    lease_seconds: int,
-    retention: timedelta,
-) -> Claim | StoredResponse:
+    work: Callable[[Session], StoredResponse],
+    policy: Policy,
+    on_replay: Callable[[Session, StoredResponse], None],
+) -> tuple[StoredResponse, bool]:
+    """Run `work` at most once per key: its answer and the stored copy commit together. A
+    replay returns the first answer (and `True`) after `on_replay` (its audit) commits."""
+    outcome = claim(db, scope, digest, policy)
+    if isinstance(outcome, StoredResponse):
+        with db.transaction() as session:
+            on_replay(session, outcome)
+        return outcome, True
+    try:
+        with db.transaction() as session:
+            response = work(session)
+            complete(session, outcome, response)
+    except BaseException:
+        release(db, outcome)
+        raise
+    return response, False
+
+
+def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Claim | StoredResponse:
     now = datetime.now(UTC)
-    lease_until = now + timedelta(seconds=lease_seconds)
+    lease_until = now + timedelta(seconds=policy.lease_seconds)
+    retention = policy.retention
+    owner, method, path, key = key_scope.owner, key_scope.method, key_scope.path, key_scope.key
     scope = (
         IdempotencyKey.owner == owner,
         IdempotencyKey.method == method,

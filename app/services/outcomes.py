@@ -1,158 +1,31 @@
-"""Read a patient's stored scores, hand them to the pure outcomes core, shape its answer."""
+"""Read patients' stored scores and hand them to the pure outcomes core; the answer is the
+core's `Outcomes` (its JSON, chart and cohort views are each one function of it)."""
 
 from __future__ import annotations
 
 import uuid
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
+from decimal import Decimal
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from app.db.models import Assessment, Treatment
+from app.auth.access import Access
+from app.db.models import Assessment, Patient, Treatment
 from app.errors import InvalidParameter, NotFound
-from app.schemas.outcomes import (
-    AssessmentPoint,
-    ChangeOut,
-    ClearanceOut,
-    EpisodeOut,
-    OutcomesOut,
-    ReboundOut,
-    RelapseOut,
-    TargetOut,
-)
+from app.scoring.errors import ScoringInputError
 from app.scoring.outcomes import (
-    AssessmentRef,
     DatedScore,
-    OutcomeInputError,
     OutcomeOptions,
     Outcomes,
     TreatmentCourse,
     compute_outcomes,
 )
-from app.services.patients import ensure_patient
+from app.services.patients import ensure_patient, visible
 
-_HUNDREDTHS = Decimal("0.01")
-
-
-def _pasi(tenths: int) -> float:
-    return tenths / 10
-
-
-def _bsa(value: Decimal | None) -> float | None:
-    return None if value is None else float(value.quantize(_HUNDREDTHS, ROUND_HALF_UP))
-
-
-def _point(ref: AssessmentRef) -> AssessmentPoint:
-    return AssessmentPoint(
-        assessment_id=uuid.UUID(ref.assessment_id),
-        assessed_on=ref.assessed_on,
-        pasi=_pasi(ref.pasi_tenths),
-        bsa_percent=_bsa(ref.bsa_percent),
-    )
-
-
-def _dec(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
-
-
-def shape(result: Outcomes) -> OutcomesOut:
-    rebound = result.rebound
-    return OutcomesOut(
-        anchor=result.anchor,
-        anchor_on=result.anchor_on,
-        treatment_id=None if result.treatment_id is None else uuid.UUID(result.treatment_id),
-        baseline=_point(result.baseline),
-        latest=_point(result.latest),
-        change=ChangeOut(
-            pasi_absolute=_pasi(result.change.pasi_absolute_tenths),
-            percent_improvement=_dec(result.change.percent_improvement),
-            bsa_absolute=_bsa(result.change.bsa_absolute),
-            note=result.change.note,
-        ),
-        responses={
-            name: TargetOut(
-                reached_now=t.reached_now,
-                first_reached_on=t.first_reached_on,
-                days=t.days,
-                note=t.note,
-            )
-            for name, t in result.responses.items()
-        },
-        clearance=ClearanceOut(
-            criterion=result.clearance.criterion,
-            cleared_on=result.clearance.cleared_on,
-            days_to_clearance=result.clearance.days_to_clearance,
-            censored=result.clearance.censored,
-            days_observed=result.clearance.days_observed,
-            lasted_days=result.clearance.lasted_days,
-            ongoing=result.clearance.ongoing,
-            note=result.clearance.note,
-        ),
-        relapse=RelapseOut(
-            definition=result.relapse.definition,
-            threshold=None
-            if result.relapse.threshold_tenths is None
-            else _pasi(result.relapse.threshold_tenths),
-            evaluable_from=result.relapse.evaluable_from,
-            relapsed_on=result.relapse.relapsed_on,
-            days_to_relapse=result.relapse.days_to_relapse,
-            relapse_free_days=result.relapse.relapse_free_days,
-            censored=result.relapse.censored,
-            note=result.relapse.note,
-        ),
-        episodes=[
-            EpisodeOut(
-                responded_on=e.responded_on,
-                best_pasi=_pasi(e.best_pasi_tenths),
-                best_on=e.best_on,
-                cleared_on=e.cleared_on,
-                relapsed_on=e.relapsed_on,
-            )
-            for e in result.episodes
-        ],
-        rebound=None
-        if rebound is None
-        else ReboundOut(
-            treatment_id=None if rebound.treatment_id is None else uuid.UUID(rebound.treatment_id),
-            treatment_ended_on=rebound.treatment_ended_on,
-            window_days=rebound.window_days,
-            rebounded=rebound.rebounded,
-            rebound_on=rebound.rebound_on,
-            days_after_end=rebound.days_after_end,
-            note=rebound.note,
-        ),
-        series=[],
-        notes=result.notes,
-    )
-
-
-def series_json(result: Outcomes) -> list[dict[str, Any]]:
-    """The series as JSON-ready dicts (`SeriesPointOut` documents the shape): a patient can have
-    thousands of points, and a model per point cost more than computing the outcomes."""
-    return [
-        {
-            "assessment_id": p.assessment_id,
-            "assessed_on": p.assessed_on.isoformat(),
-            "days": p.days,
-            "weeks": round(p.days / 7, 1),
-            "pasi": p.pasi_tenths / 10,
-            "bsa_percent": _bsa(p.bsa_percent),
-            "iga": p.iga,
-            "percent_improvement": _dec(p.percent_improvement),
-            "counts": p.counts,
-        }
-        for p in result.series
-    ]
-
-
-def outcomes_json(result: Outcomes) -> dict[str, Any]:
-    body = shape(result).model_dump(mode="json")
-    body["series"] = series_json(result)
-    return body
-
-
-_ACTIVE_SCORES = select(
+_SCORE_COLUMNS = (
     Assessment.id,
     Assessment.assessed_on,
     Assessment.recorded_at,
@@ -160,26 +33,52 @@ _ACTIVE_SCORES = select(
     Assessment.bsa_percent,
     Assessment.iga,
     Assessment.is_baseline,
-).where(Assessment.patient_id == bindparam("patient_id"), Assessment.entered_in_error.is_(False))
+    Assessment.visit,
+)
+# Built once: the outcomes of a patient read these on every request.
+_ACTIVE_SCORES = select(*_SCORE_COLUMNS).where(
+    Assessment.patient_id == bindparam("patient_id"), Assessment.entered_in_error.is_(False)
+)
 _ACTIVE_TREATMENTS = select(Treatment.id, Treatment.started_on, Treatment.ended_on).where(
     Treatment.patient_id == bindparam("patient_id"), Treatment.entered_in_error.is_(False)
 )
 
 
+def _dated(row: tuple[object, ...]) -> DatedScore:
+    assessment_id, assessed_on, recorded_at, pasi_tenths, bsa, iga, is_baseline, visit = row
+    return DatedScore(
+        str(assessment_id),
+        assessed_on,  # type: ignore[arg-type]
+        recorded_at,  # type: ignore[arg-type]
+        pasi_tenths,  # type: ignore[arg-type]
+        None if bsa is None else Decimal(bsa).normalize(),  # type: ignore[arg-type]
+        iga,  # type: ignore[arg-type]
+        bool(is_baseline),
+        visit,  # type: ignore[arg-type]
+    )
+
+
 def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
     rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id})
-    return [
-        DatedScore(
-            str(assessment_id),
-            assessed_on,
-            recorded_at,
-            pasi_tenths,
-            None if bsa is None else Decimal(bsa).normalize(),
-            iga,
-            is_baseline,
-        )
-        for assessment_id, assessed_on, recorded_at, pasi_tenths, bsa, iga, is_baseline in rows
-    ]
+    return [_dated(tuple(r)) for r in rows]
+
+
+def load_scores_of_many(
+    session: Session, access: Access, patient_ids: Iterable[uuid.UUID] | None = None
+) -> dict[uuid.UUID, list[DatedScore]]:
+    """Many patients' dated scores in one query (for cohorts): every patient the caller may
+    reach, or those of `patient_ids` among them. Patients without assessments are absent."""
+    query = (
+        select(Assessment.patient_id, *_SCORE_COLUMNS)
+        .join(Patient, Patient.id == Assessment.patient_id)
+        .where(Assessment.entered_in_error.is_(False), visible(access))
+    )
+    if patient_ids is not None:
+        query = query.where(Assessment.patient_id.in_(list(patient_ids)))
+    grouped: dict[uuid.UUID, list[DatedScore]] = defaultdict(list)
+    for patient_id, *rest in session.execute(query):
+        grouped[patient_id].append(_dated(tuple(rest)))
+    return dict(grouped)
 
 
 def load_treatments(session: Session, patient_id: uuid.UUID) -> list[TreatmentCourse]:
@@ -189,26 +88,21 @@ def load_treatments(session: Session, patient_id: uuid.UUID) -> list[TreatmentCo
 
 def patient_outcomes(
     session: Session,
+    access: Access,
     patient_id: uuid.UUID,
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
-) -> dict[str, Any]:
-    ensure_patient(session, patient_id)
+) -> Outcomes:
+    ensure_patient(session, access, patient_id)
     treatments = load_treatments(session, patient_id)
     if treatment_id is not None:
         anchor = next((t for t in treatments if t.treatment_id == str(treatment_id)), None)
         if anchor is None:
             raise NotFound(f"patient {patient_id} has no active treatment {treatment_id}")
-        options = OutcomeOptions(
-            clearance=options.clearance,
-            relapse=options.relapse,
-            relapse_threshold_tenths=options.relapse_threshold_tenths,
-            treatment=anchor,
-            rebound_window_days=options.rebound_window_days,
-        )
+        options = replace(options, treatment=anchor)
     try:
         result = compute_outcomes(load_scores(session, patient_id), options, treatments)
-    except OutcomeInputError as exc:
+    except ScoringInputError as exc:
         raise InvalidParameter(exc.field, exc.rule) from exc
     if result is None:
         raise NotFound(
@@ -216,4 +110,4 @@ def patient_outcomes(
             "there are no outcomes yet",
             reason="no-assessments",
         )
-    return outcomes_json(result)
+    return result

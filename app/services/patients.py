@@ -1,20 +1,64 @@
-"""Patients and their external identifiers."""
+"""Patients and their external identifiers, and `visible`: the one place that decides which
+patients (and so which assessments, treatments and outcomes) a caller may reach. Every query
+that can reach a patient goes through it; never inline the filter."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from sqlalchemy import bindparam, select, tuple_
+from sqlalchemy import ColumnElement, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Patient, PatientIdentifier
+from app.auth.access import Access
+from app.db.models import Assessment, Patient, PatientIdentifier, Treatment
 from app.errors import IdentifierInUse, InvalidParameter, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
 from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
+
+Record = TypeVar("Record", Assessment, Treatment)
+
+
+def visible(access: Access) -> ColumnElement[bool]:
+    """The condition on `Patient` that a caller's patients meet."""
+    return true()
+
+
+def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:
+    """404 unless the patient exists and the caller may reach it (every read and write of a
+    patient's records runs this first)."""
+    found = session.execute(
+        select(Patient.id).where(Patient.id == patient_id, visible(access))
+    ).first()
+    if found is None:
+        raise NotFound(f"no patient {patient_id}")
+
+
+def require_patient(session: Session, access: Access, patient_id: uuid.UUID) -> Patient:
+    patient = session.scalars(
+        select(Patient).where(Patient.id == patient_id, visible(access))
+    ).first()
+    if patient is None:
+        raise NotFound(f"no patient {patient_id}")
+    return patient
+
+
+def require_record(
+    session: Session, access: Access, model: type[Record], record_id: uuid.UUID
+) -> Record:
+    """An assessment or treatment of a patient the caller may reach, else 404 as if unknown."""
+    row = session.scalars(
+        select(model)
+        .join(Patient, Patient.id == model.patient_id)
+        .where(model.id == record_id, visible(access))
+    ).first()
+    if row is None:
+        raise NotFound(f"no {model.__tablename__[:-1]} {record_id}")
+    return row
 
 
 def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:
@@ -43,7 +87,7 @@ def _in_use(holder: PatientIdentifier) -> IdentifierInUse:
     )
 
 
-def create_patient(session: Session, body: PatientIn, recorded_by: str) -> PatientOut:
+def create_patient(session: Session, access: Access, body: PatientIn) -> PatientOut:
     pairs = [(i.system, i.value) for i in body.identifiers]
     holder = _identifier_holder(session, pairs)
     if holder is not None:
@@ -53,7 +97,7 @@ def create_patient(session: Session, body: PatientIn, recorded_by: str) -> Patie
         sex=body.sex,
         birth_year=body.birth_year,
         created_at=datetime.now(UTC),
-        created_by=recorded_by,
+        created_by=access.name,
     )
     identifiers = [
         PatientIdentifier(patient_id=patient.id, system=s, value=v, position=n)
@@ -74,23 +118,6 @@ def create_patient(session: Session, body: PatientIn, recorded_by: str) -> Patie
     return _out(patient, identifiers)
 
 
-_PATIENT_EXISTS = select(Patient.id).where(Patient.id == bindparam("patient_id"))
-
-
-def ensure_patient(session: Session, patient_id: uuid.UUID) -> None:
-    """404 unless the patient exists (a prebuilt query: every write and read of a patient's
-    records runs it)."""
-    if session.connection().execute(_PATIENT_EXISTS, {"patient_id": patient_id}).first() is None:
-        raise NotFound(f"no patient {patient_id}")
-
-
-def require_patient(session: Session, patient_id: uuid.UUID) -> Patient:
-    patient = session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFound(f"no patient {patient_id}")
-    return patient
-
-
 def _identifiers_by_patient(
     session: Session, patient_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, list[PatientIdentifier]]:
@@ -106,8 +133,8 @@ def _identifiers_by_patient(
     return grouped
 
 
-def get_patient(session: Session, patient_id: uuid.UUID) -> PatientOut:
-    patient = require_patient(session, patient_id)
+def get_patient(session: Session, access: Access, patient_id: uuid.UUID) -> PatientOut:
+    patient = require_patient(session, access, patient_id)
     return _out(patient, _identifiers_by_patient(session, [patient.id])[patient.id])
 
 
@@ -118,19 +145,32 @@ def parse_identifier_token(token: str) -> tuple[str, str] | None:
     return system, value
 
 
-def find_by_identifier(session: Session, system: str, value: str) -> Page[PatientOut]:
+def find_by_identifier(
+    session: Session, access: Access, system: str, value: str
+) -> Page[PatientOut]:
     holder = session.scalars(
-        select(PatientIdentifier).where(
-            PatientIdentifier.system == system, PatientIdentifier.value == value
+        select(PatientIdentifier)
+        .join(Patient, Patient.id == PatientIdentifier.patient_id)
+        .where(
+            PatientIdentifier.system == system, PatientIdentifier.value == value, visible(access)
         )
     ).first()
     if holder is None:
         return Page[PatientOut](items=[], next_cursor=None)
-    return Page[PatientOut](items=[get_patient(session, holder.patient_id)], next_cursor=None)
+    return Page[PatientOut](
+        items=[get_patient(session, access, holder.patient_id)], next_cursor=None
+    )
 
 
-def list_patients(session: Session, limit: int, cursor: str | None) -> Page[PatientOut]:
-    query = select(Patient).order_by(Patient.created_at, Patient.id).limit(limit + 1)
+def list_patients(
+    session: Session, access: Access, limit: int, cursor: str | None
+) -> Page[PatientOut]:
+    query = (
+        select(Patient)
+        .where(visible(access))
+        .order_by(Patient.created_at, Patient.id)
+        .limit(limit + 1)
+    )
     if cursor:
         created_at, patient_id = decode_cursor(cursor, 2)
         try:

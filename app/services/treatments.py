@@ -1,21 +1,19 @@
-"""Treatment courses: versioned like assessments."""
+"""Treatment courses: versioned like assessments (through the same `versioning` helper)."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.auth.access import Access
 from app.db.models import Treatment
-from app.errors import Conflict, NotFound
-from app.schemas.records import TreatmentIn, TreatmentOut, TreatmentVersionOut
-from app.services.patients import ensure_patient
-from app.services.versioning import add_version, affected_rows, check_if_match, versions_of
+from app.schemas.records import TreatmentAmend, TreatmentIn, TreatmentOut, TreatmentVersionOut
+from app.services import versioning
+from app.services.patients import ensure_patient, require_record
 
-RESOURCE = "treatment"
 CONTENT_FIELDS = {"agent", "started_on", "ended_on", "doses", "notes"}
 
 
@@ -24,162 +22,74 @@ def content_of(body: TreatmentIn) -> dict[str, Any]:
 
 
 def to_out(row: Treatment) -> TreatmentOut:
-    return TreatmentOut.model_validate(
-        {
-            **row.content,
-            "id": row.id,
-            "patient_id": row.patient_id,
-            "version": row.version,
-            "status": "entered-in-error" if row.entered_in_error else "active",
-            "recorded_at": row.recorded_at,
-            "updated_at": row.updated_at,
-        }
-    )
+    return TreatmentOut.model_validate(versioning.record_fields(row))
+
+
+def _columns(body: TreatmentIn) -> dict[str, Any]:
+    return {"started_on": body.started_on, "ended_on": body.ended_on, "content": content_of(body)}
 
 
 def create_treatment(
-    session: Session, patient_id: uuid.UUID, body: TreatmentIn, recorded_by: str
-) -> Treatment:
-    ensure_patient(session, patient_id)
-    now = datetime.now(UTC)
-    content = content_of(body)
-    row = Treatment(
-        id=uuid.uuid4(),
-        patient_id=patient_id,
-        version=1,
-        entered_in_error=False,
-        started_on=body.started_on,
-        ended_on=body.ended_on,
-        recorded_at=now,
-        updated_at=now,
-        content=content,
+    session: Session, access: Access, patient_id: uuid.UUID, body: TreatmentIn
+) -> TreatmentOut:
+    ensure_patient(session, access, patient_id)
+    row = versioning.create_record(
+        session, Treatment, {"patient_id": patient_id, **_columns(body)}, access.name
     )
-    session.add(row)
-    session.flush()
-    add_version(
-        session,
-        resource_type=RESOURCE,
-        resource_id=row.id,
-        version=1,
-        action="create",
-        recorded_at=now,
-        recorded_by=recorded_by,
-        reason=None,
-        entered_in_error=False,
-        content=content,
-        scores=None,
-    )
-    return row
+    return to_out(row)
 
 
-def require_treatment(session: Session, treatment_id: uuid.UUID) -> Treatment:
-    row = session.get(Treatment, treatment_id)
-    if row is None:
-        raise NotFound(f"no treatment {treatment_id}")
-    return row
+def require_treatment(session: Session, access: Access, treatment_id: uuid.UUID) -> Treatment:
+    return require_record(session, access, Treatment, treatment_id)
 
 
-def _new_version(
-    session: Session,
-    row: Treatment,
-    *,
-    action: str,
-    values: dict[str, Any],
-    reason: str,
-    recorded_by: str,
-) -> Treatment:
-    now = datetime.now(UTC)
-    new_version = row.version + 1
-    changed = affected_rows(
-        session.execute(
-            update(Treatment)
-            .where(Treatment.id == row.id, Treatment.version == row.version)
-            .values(version=new_version, updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        )
-    )
-    if changed != 1:
-        current = session.scalar(select(Treatment.version).where(Treatment.id == row.id))
-        check_if_match(f'"{row.version}"', current or 0, required=True)
-    session.refresh(row)
-    add_version(
-        session,
-        resource_type=RESOURCE,
-        resource_id=row.id,
-        version=new_version,
-        action=action,
-        recorded_at=now,
-        recorded_by=recorded_by,
-        reason=reason,
-        entered_in_error=row.entered_in_error,
-        content=row.content,
-        scores=None,
-    )
-    return row
+def get_treatment(session: Session, access: Access, treatment_id: uuid.UUID) -> TreatmentOut:
+    return to_out(require_treatment(session, access, treatment_id))
 
 
 def amend_treatment(
     session: Session,
+    access: Access,
     treatment_id: uuid.UUID,
-    body: TreatmentIn,
-    reason: str,
+    body: TreatmentAmend,
     if_match: str | None,
-    recorded_by: str,
-) -> Treatment:
-    row = require_treatment(session, treatment_id)
-    check_if_match(if_match, row.version, required=True)
-    if row.entered_in_error:
-        raise Conflict(f"treatment {treatment_id} is entered-in-error and cannot be amended")
-    values = {
-        "started_on": body.started_on,
-        "ended_on": body.ended_on,
-        "content": content_of(body),
-    }
-    return _new_version(
-        session, row, action="amend", values=values, reason=reason, recorded_by=recorded_by
+) -> TreatmentOut:
+    row = require_treatment(session, access, treatment_id)
+    versioning.amend(
+        session,
+        row,
+        if_match=if_match,
+        changes=_columns(body),
+        reason=body.reason,
+        recorded_by=access.name,
     )
+    return to_out(row)
 
 
 def mark_entered_in_error(
-    session: Session, treatment_id: uuid.UUID, reason: str, if_match: str | None, recorded_by: str
-) -> Treatment:
-    row = require_treatment(session, treatment_id)
-    check_if_match(if_match, row.version, required=False)
-    if row.entered_in_error:
-        return row
-    return _new_version(
-        session,
-        row,
-        action="entered-in-error",
-        values={"entered_in_error": True},
-        reason=reason,
-        recorded_by=recorded_by,
+    session: Session, access: Access, treatment_id: uuid.UUID, reason: str, if_match: str | None
+) -> TreatmentOut:
+    row = require_treatment(session, access, treatment_id)
+    versioning.mark_entered_in_error(
+        session, row, if_match=if_match, reason=reason, recorded_by=access.name
     )
+    return to_out(row)
 
 
-def list_treatments(session: Session, patient_id: uuid.UUID) -> list[Treatment]:
-    ensure_patient(session, patient_id)
-    return list(
-        session.scalars(
-            select(Treatment)
-            .where(Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False))
-            .order_by(Treatment.started_on, Treatment.recorded_at, Treatment.id)
-        )
+def list_treatments(session: Session, access: Access, patient_id: uuid.UUID) -> list[TreatmentOut]:
+    ensure_patient(session, access, patient_id)
+    rows = session.scalars(
+        select(Treatment)
+        .where(Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False))
+        .order_by(Treatment.started_on, Treatment.recorded_at, Treatment.id)
     )
+    return [to_out(r) for r in rows]
 
 
-def history(session: Session, row: Treatment) -> list[TreatmentVersionOut]:
-    return [
-        TreatmentVersionOut.model_validate(
-            {
-                **v.content,
-                "version": v.version,
-                "action": v.action,
-                "recorded_at": v.recorded_at,
-                "recorded_by": v.recorded_by,
-                "reason": v.reason,
-                "status": "entered-in-error" if v.entered_in_error else "active",
-            }
-        )
-        for v in versions_of(session, RESOURCE, row.id)
-    ]
+def history(
+    session: Session, access: Access, treatment_id: uuid.UUID
+) -> tuple[uuid.UUID, list[TreatmentVersionOut]]:
+    """The patient's id (for the audit) and every version, oldest first."""
+    row = require_treatment(session, access, treatment_id)
+    versions = versioning.history_fields(session, row)
+    return row.patient_id, [TreatmentVersionOut.model_validate(v) for v in versions]

@@ -1,19 +1,34 @@
-"""Versioned records: ETags, If-Match, and the append-only `record_versions` history."""
+"""Versioned records (assessments, treatments): one compare-and-set helper for every change.
+
+A record's row holds its current version (for querying); `record_versions` holds every version
+ever written, with who, when and why (for history). Every change goes through `new_version`: an
+UPDATE guarded by the version the writer read, so that of concurrent writers exactly one wins
+and the others get 412 (never a duplicate version, never a 500). ETags are built here only.
+"""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, cast
+from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Result, insert, select
+from sqlalchemy import CursorResult, Insert, Result, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import RecordVersion, table_of
-from app.errors import PreconditionFailed, PreconditionRequired
+from app.db.models import Assessment, RecordVersion, Treatment, table_of
+from app.errors import Conflict, PreconditionFailed, PreconditionRequired
+
+VersionedRow = Assessment | Treatment
+R = TypeVar("R", Assessment, Treatment)
 
 # Built once: building a statement with literal values costs more than running it.
 _INSERT_VERSION = insert(table_of(RecordVersion))
+_INSERT_ROW: dict[type[VersionedRow], Insert] = {
+    Assessment: insert(table_of(Assessment)),
+    Treatment: insert(table_of(Treatment)),
+}
+RESOURCE_TYPE: dict[type[VersionedRow], str] = {Assessment: "assessment", Treatment: "treatment"}
 
 
 def affected_rows(result: Result[Any]) -> int:
@@ -23,6 +38,14 @@ def affected_rows(result: Result[Any]) -> int:
 
 def etag(version: int) -> str:
     return f'"{version}"'
+
+
+def _stale(if_match: str, current_version: int) -> PreconditionFailed:
+    return PreconditionFailed(
+        f"If-Match {if_match} does not match the current ETag {etag(current_version)}; "
+        "read the record again and reapply your change",
+        current_etag=etag(current_version),
+    )
 
 
 def check_if_match(if_match: str | None, current_version: int, *, required: bool) -> None:
@@ -35,54 +58,190 @@ def check_if_match(if_match: str | None, current_version: int, *, required: bool
     candidates = [c.strip() for c in if_match.split(",")]
     if "*" in candidates or etag(current_version) in candidates:
         return
-    raise PreconditionFailed(
-        f"If-Match {if_match} does not match the current ETag {etag(current_version)}; "
-        "read the record again and reapply your change",
-        current_etag=etag(current_version),
-    )
+    raise _stale(if_match, current_version)
 
 
-def add_version(
+def _scores(row: VersionedRow) -> dict[str, Any] | None:
+    return row.scores if isinstance(row, Assessment) else None
+
+
+def _add_version(
     session: Session,
+    row: VersionedRow,
     *,
-    resource_type: str,
-    resource_id: uuid.UUID,
-    version: int,
     action: str,
     recorded_at: datetime,
     recorded_by: str,
     reason: str | None,
-    entered_in_error: bool,
-    content: dict[str, Any],
-    scores: dict[str, Any] | None,
 ) -> None:
     session.connection().execute(
         _INSERT_VERSION,
         {
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "version": version,
+            "resource_type": RESOURCE_TYPE[type(row)],
+            "resource_id": row.id,
+            "version": row.version,
             "action": action,
             "recorded_at": recorded_at,
             "recorded_by": recorded_by,
             "reason": reason,
-            "entered_in_error": entered_in_error,
-            "content": content,
-            "scores": scores,
+            "entered_in_error": row.entered_in_error,
+            "content": row.content,
+            "scores": _scores(row),
         },
     )
 
 
-def versions_of(
-    session: Session, resource_type: str, resource_id: uuid.UUID
-) -> list[RecordVersion]:
-    return list(
-        session.scalars(
-            select(RecordVersion)
-            .where(
-                RecordVersion.resource_type == resource_type,
-                RecordVersion.resource_id == resource_id,
-            )
-            .order_by(RecordVersion.version)
-        )
+def create_record(
+    session: Session,
+    model: type[R],
+    values: dict[str, Any],
+    recorded_by: str,
+    guard: AbstractContextManager[None] | None = None,
+) -> R:
+    """Insert version 1 of a record and its history entry; returns the (transient) row.
+    `values` holds every column but the bookkeeping ones, which are set here."""
+    now = datetime.now(UTC)
+    values = {
+        "id": uuid.uuid4(),
+        "version": 1,
+        "entered_in_error": False,
+        "recorded_at": now,
+        "updated_at": now,
+        **values,
+    }
+    with guard or nullcontext():
+        session.connection().execute(_INSERT_ROW[model], values)
+    row = model(**values)
+    _add_version(
+        session, row, action="create", recorded_at=now, recorded_by=recorded_by, reason=None
     )
+    return row
+
+
+def _new_version(
+    session: Session,
+    row: VersionedRow,
+    *,
+    action: str,
+    changes: dict[str, Any],
+    reason: str,
+    recorded_by: str,
+    guard: AbstractContextManager[None] | None = None,
+) -> None:
+    """Compare-and-set on the version the caller read: exactly one of concurrent writers
+    updates the row; the others find it changed and get 412."""
+    model = type(row)
+    read_version = row.version
+    now = datetime.now(UTC)
+    with guard or nullcontext():
+        changed = affected_rows(
+            session.execute(
+                update(model)
+                .where(model.id == row.id, model.version == read_version)
+                .values(version=read_version + 1, updated_at=now, **changes)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    session.refresh(row)
+    if changed != 1:
+        raise _stale(etag(read_version), row.version)
+    _add_version(
+        session, row, action=action, recorded_at=now, recorded_by=recorded_by, reason=reason
+    )
+
+
+def check_amendable(row: VersionedRow, if_match: str | None) -> None:
+    """412/428 unless If-Match names the current version; 409 for an entered-in-error record."""
+    check_if_match(if_match, row.version, required=True)
+    if row.entered_in_error:
+        raise Conflict(
+            f"{RESOURCE_TYPE[type(row)]} {row.id} is entered-in-error and cannot be amended"
+        )
+
+
+def amend(
+    session: Session,
+    row: VersionedRow,
+    *,
+    if_match: str | None,
+    changes: dict[str, Any],
+    reason: str,
+    recorded_by: str,
+    guard: AbstractContextManager[None] | None = None,
+) -> None:
+    """A new version with new content (If-Match required)."""
+    check_amendable(row, if_match)
+    _new_version(
+        session,
+        row,
+        action="amend",
+        changes=changes,
+        reason=reason,
+        recorded_by=recorded_by,
+        guard=guard,
+    )
+
+
+def mark_entered_in_error(
+    session: Session, row: VersionedRow, *, if_match: str | None, reason: str, recorded_by: str
+) -> None:
+    """A new version marked entered-in-error (If-Match optional). Marking a record that already
+    is, including one a concurrent request has just marked, changes nothing and succeeds."""
+    check_if_match(if_match, row.version, required=False)
+    if row.entered_in_error:
+        return
+    try:
+        _new_version(
+            session,
+            row,
+            action="entered-in-error",
+            changes={"entered_in_error": True},
+            reason=reason,
+            recorded_by=recorded_by,
+        )
+    except PreconditionFailed:
+        if not row.entered_in_error:
+            raise
+
+
+def record_fields(row: VersionedRow) -> dict[str, Any]:
+    """The current version of a record as its output model's fields."""
+    fields = {
+        **row.content,
+        "id": row.id,
+        "patient_id": row.patient_id,
+        "version": row.version,
+        "status": "entered-in-error" if row.entered_in_error else "active",
+        "recorded_at": row.recorded_at,
+        "updated_at": row.updated_at,
+    }
+    if isinstance(row, Assessment):
+        fields["scores"] = row.scores
+    return fields
+
+
+def history_fields(session: Session, row: VersionedRow) -> list[dict[str, Any]]:
+    """Every version of a record, oldest first, as its version model's fields."""
+    versions = session.scalars(
+        select(RecordVersion)
+        .where(
+            RecordVersion.resource_type == RESOURCE_TYPE[type(row)],
+            RecordVersion.resource_id == row.id,
+        )
+        .order_by(RecordVersion.version)
+    )
+    items = []
+    for v in versions:
+        fields = {
+            **v.content,
+            "version": v.version,
+            "action": v.action,
+            "recorded_at": v.recorded_at,
+            "recorded_by": v.recorded_by,
+            "reason": v.reason,
+            "status": "entered-in-error" if v.entered_in_error else "active",
+        }
+        if isinstance(row, Assessment):
+            fields["scores"] = v.scores
+        items.append(fields)
+    return items

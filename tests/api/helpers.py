@@ -255,7 +255,7 @@ def create_api_key(
     Keys survive the per-test emptying of tables, so the name gets a random suffix.
     """
     name = f"{name_prefix}-{uuid.uuid4().hex[:8]}"
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     with db.transaction() as session:
         _info, token = create_key(session, name, scopes)
     return name, token

@@ -24,7 +24,7 @@ def _one_patient_with_an_assessment(client: TestClient) -> None:
 @pytest.mark.parametrize("table", ["audit_events", "record_versions"])
 def test_rows_of_the_audit_and_history_cannot_be_updated(client: TestClient, table: str) -> None:
     _one_patient_with_an_assessment(client)
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     column = "status" if table == "audit_events" else "version"
     with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
         session.execute(text(f"UPDATE {table} SET {column} = {column} + 1"))
@@ -37,6 +37,6 @@ def test_rows_of_the_audit_and_history_cannot_be_deleted_on_postgresql(
     if backend != "postgresql":
         pytest.skip("SQLite keeps DELETE for the test suite's clean-up (no TRUNCATE there)")
     _one_patient_with_an_assessment(client)
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     with pytest.raises(DBAPIError, match="append-only"), db.transaction() as session:
         session.execute(text(f"DELETE FROM {table}"))

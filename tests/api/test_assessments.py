@@ -744,7 +744,7 @@ def _bulk_insert(client: TestClient, patient_id: str, count: int, in_error: int)
         if not entered_in_error:
             active_ids.append(str(assessment_id))
     assert len(active_ids) == count
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     with db.transaction() as session:
         session.execute(insert(Assessment), rows)
         session.execute(insert(RecordVersion), versions)

@@ -23,7 +23,6 @@ from sqlalchemy import text
 
 from app.auth.keys import ALL_SCOPES, Scope
 from app.cli import main as keys_cli
-from app.main import app as service_app
 from app.main import create_app
 from app.schemas.scores import PASI_EXAMPLE
 from app.services.api_keys import BOOTSTRAP_KEY_FILE
@@ -87,7 +86,7 @@ def v1_routes(app: Any) -> list[V1Route]:
     return routes
 
 
-V1_ROUTES = v1_routes(service_app)
+V1_ROUTES = v1_routes(create_app())
 
 
 def _send(client: TestClient, route: V1Route, headers: dict[str, str] | None = None) -> Any:
@@ -462,7 +461,7 @@ def test_the_bootstrap_key_is_created_only_when_there_are_no_keys(
 def test_keys_are_stored_only_as_hashes(client: TestClient) -> None:
     _key_id, token = _new_key(client, ["read"], "hashed")
     secret = token.split("_", 2)[2]
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     with db.read() as session:
         rows = session.execute(text("SELECT * FROM api_keys")).all()
     stored = " ".join(str(value) for row in rows for value in row)
@@ -520,7 +519,7 @@ def test_the_cli_creates_lists_and_revokes_keys(
     assert code == 0
     assert key_id in out
     # Revoked outside this app: it stops here once this worker's key cache lapses.
-    time.sleep(client.app.state.settings.auth_cache_seconds + 0.1)  # type: ignore[attr-defined]
+    time.sleep(client.app.state.runtime.settings.auth_cache_seconds + 0.1)  # type: ignore[attr-defined]
     _assert_401(client.get("/v1/patients", headers=_auth(token)))
 
     code, out, _err = _cli(capsys, "list")

@@ -194,6 +194,56 @@ def test_of_ten_concurrent_amendments_with_one_if_match_exactly_one_wins(
         assert history[1]["reason"] == f"correction {n}"
 
 
+RACES = {
+    # name: (requests, what the racing writers may answer)
+    "delete-delete": (["DELETE"] * 4, {200}),
+    "put-star-put-star": (["PUT"] * 3, {200, 412}),
+    # A PUT that comes after a DELETE finds the record entered-in-error: 409, as when serial.
+    "delete-put": (["DELETE", "PUT", "DELETE", "PUT"], {200, 409, 412}),
+}
+
+
+def _race_job(
+    method: str, n: int, url: str, record: dict[str, Any]
+) -> Callable[[httpx.Client], httpx.Response]:
+    if method == "DELETE":
+        return lambda c: c.delete(url, params={"reason": f"duplicate entry {n}"})
+    body = amend_body(record, f"correction {n}", notes=f"writer {n}")
+    return lambda c: c.put(url, json=body, headers={"If-Match": "*"})
+
+
+@pytest.mark.parametrize("race", sorted(RACES))
+def test_racing_writers_to_one_assessment_get_200_or_412_never_500(
+    live_database: str, data_dir_live: Path, race: str
+) -> None:
+    """Concurrent DELETEs of one record all answer 200 (marking an entered-in-error record
+    again changes nothing); PUTs with `If-Match: *` racing each other or a DELETE get 412 when
+    they lose (409 when the DELETE committed before they read the record). Each round leaves a history with consecutive versions and no duplicate."""
+    methods, allowed = RACES[race]
+    with LiveServer(live_database, data_dir_live) as server, _client(server) as client:
+        pid = new_patient(client)["id"]
+        for round_ in range(8):
+            created = client.post(
+                f"/v1/patients/{pid}/assessments", json=assessment_body(_day(round_))
+            )
+            assert created.status_code == 201, created.text
+            url = f"/v1/assessments/{created.json()['id']}"
+            answers = _in_threads(
+                len(methods),
+                [_race_job(m, n, url, created.json()) for n, m in enumerate(methods)],
+                server,
+            )
+            statuses = {r.status_code for r in answers}
+            assert statuses <= allowed, [r.text for r in answers if r.status_code not in allowed]
+            assert 200 in statuses
+            history = client.get(f"{url}/history").json()["items"]
+            versions = [v["version"] for v in history]
+            assert versions == list(range(1, len(versions) + 1))
+            # One version per winning change (repeated DELETEs of a marked record add none).
+            marked = [v for v in history if v["action"] == "entered-in-error"]
+            assert len(marked) <= 1
+
+
 # --- uniqueness rules under concurrency -------------------------------------------------------
 
 

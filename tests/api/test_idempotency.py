@@ -149,17 +149,27 @@ def test_a_key_whose_first_request_is_in_flight_is_409_until_its_lease_expires(
     path = _assessments_url(pid)
     body = assessment_body("2020-01-01")
     digest = idempotency.request_hash(AssessmentIn.model_validate(body).model_dump(mode="json"))
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
     retention = timedelta(hours=48)
 
     # Another request claims the key and is still working (a 60-second lease).
-    claim = idempotency.claim(db, "bootstrap-admin", "POST", path, "busy", digest, 60, retention)
+    claim = idempotency.claim(
+        db,
+        idempotency.KeyScope("bootstrap-admin", "POST", path, "busy"),
+        digest,
+        idempotency.Policy(60, retention),
+    )
     assert isinstance(claim, idempotency.Claim)
     problem(client.post(path, json=body, headers=_key("busy")), 409)
     assert _count(client, pid) == 0
 
     # A request that died with its lease run out is taken over by the retry.
-    claim = idempotency.claim(db, "bootstrap-admin", "POST", path, "died", digest, 0, retention)
+    claim = idempotency.claim(
+        db,
+        idempotency.KeyScope("bootstrap-admin", "POST", path, "died"),
+        digest,
+        idempotency.Policy(0, retention),
+    )
     assert isinstance(claim, idempotency.Claim)
     r = client.post(path, json=body, headers=_key("died"))
     assert r.status_code == 201, r.text

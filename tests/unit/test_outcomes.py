@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import pytest
 
+from app.scoring.errors import ScoringInputError
 from app.scoring.outcomes import (
     AssessmentRef,
     Change,
@@ -17,7 +18,6 @@ from app.scoring.outcomes import (
     ClearanceCriterion,
     DatedScore,
     Episode,
-    OutcomeInputError,
     OutcomeOptions,
     Outcomes,
     Rebound,
@@ -404,14 +404,14 @@ def test_pasi_above_relapses_at_the_first_later_pasi_over_the_threshold() -> Non
 
 
 def test_pasi_above_without_threshold_is_an_input_error() -> None:
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(timeline([(0, 200)]), OutcomeOptions(relapse=RelapseDefinition.PASI_ABOVE))
     assert caught.value.field == "relapse_threshold"
     assert caught.value.rule == "is required when relapse is pasi_above"
 
 
 def test_pasi_above_with_negative_threshold_is_an_input_error() -> None:
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(
             timeline([(0, 200)]),
             OutcomeOptions(relapse=RelapseDefinition.PASI_ABOVE, relapse_threshold_tenths=-1),
@@ -587,7 +587,7 @@ def test_treatment_anchor_accepts_an_assessment_on_the_start_date() -> None:
 
 def test_treatment_anchor_without_an_earlier_assessment_is_an_input_error() -> None:
     course = TreatmentCourse("t1", started_on=d(-1))
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(timeline([(0, 150)]), OutcomeOptions(treatment=course))
     assert caught.value.field == "treatment"
     assert caught.value.rule == "has no assessment on or before its start date to serve as baseline"
@@ -676,19 +676,19 @@ def test_no_rebound_section_without_an_ended_course() -> None:
 
 
 def test_invalid_options_and_data_raise_outcome_input_errors() -> None:
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(timeline([(0, 100)]), OutcomeOptions(rebound_window_days=0))
     assert caught.value.field == "rebound_window_days"
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(
             timeline([(0, 100)]),
             OutcomeOptions(treatment=TreatmentCourse("t", d(10), d(5))),
         )
     assert caught.value.field == "treatment"
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes(timeline([(0, 721)]))
     assert caught.value.field == "pasi_tenths"
-    with pytest.raises(OutcomeInputError) as caught:
+    with pytest.raises(ScoringInputError) as caught:
         compute_outcomes([score(0, 100, iga=5)])
     assert caught.value.field == "iga"
     assert isinstance(caught.value, ValueError)

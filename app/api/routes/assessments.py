@@ -7,11 +7,17 @@ import uuid
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
-from app.api.deps import Answer, ReadContext, WriteContext, reason_given
+from app.api.context import (
+    Answer,
+    IfMatch,
+    ReadContext,
+    WriteContext,
+    reason_given,
+    record_answer,
+)
 from app.schemas.common import IsoDate, Page, problem_responses
 from app.schemas.records import (
     AssessmentAmend,
@@ -22,29 +28,13 @@ from app.schemas.records import (
 )
 from app.services import assessments as service
 from app.services.audit import AuditInfo
-from app.services.scoring import compute_scores
-from app.services.versioning import etag
 
 router = APIRouter(tags=["assessments"])
-
-IfMatch = Annotated[
-    str | None,
-    Header(alias="If-Match", max_length=200, description="The ETag from your last read"),
-]
+RESOURCE = "assessment"
 
 
 class VersionPage(Page[AssessmentVersionOut]):
     pass
-
-
-def _answer(row: object, action: str, status: int = 200) -> Answer:
-    out = service.to_out(row)  # type: ignore[arg-type]
-    return Answer(
-        out,
-        AuditInfo(action, out.patient_id, "assessment", out.id),
-        status=status,
-        headers={"ETag": etag(out.version), "Location": f"/v1/assessments/{out.id}"},
-    )
 
 
 @router.post(
@@ -57,13 +47,15 @@ def _answer(row: object, action: str, status: int = 200) -> Answer:
 def create_assessment(patient_id: uuid.UUID, body: AssessmentIn, ctx: WriteContext) -> Response:
     """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
     second active baseline is 409."""
-    computed = compute_scores(body)
-
-    def work(session: Session) -> Answer:
-        row = service.create_assessment(session, patient_id, body, computed, ctx.caller.name)
-        return _answer(row, "create-assessment", 201)
-
-    return ctx.write(body, work)
+    return ctx.write(
+        body,
+        lambda s: record_answer(
+            service.create_assessment(s, ctx.access, patient_id, body),
+            RESOURCE,
+            "create-assessment",
+            201,
+        ),
+    )
 
 
 @router.get(
@@ -88,6 +80,7 @@ def list_assessments(
         lambda s: Answer(
             service.list_assessments(
                 s,
+                ctx.access,
                 patient_id,
                 limit=size,
                 cursor=cursor,
@@ -108,7 +101,9 @@ def list_assessments(
 )
 def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
-        lambda s: _answer(service.require_assessment(s, assessment_id), "read-assessment")
+        lambda s: record_answer(
+            service.get_assessment(s, ctx.access, assessment_id), RESOURCE, "read-assessment"
+        )
     )
 
 
@@ -123,15 +118,14 @@ def amend_assessment(
 ) -> Response:
     """Send the full clinical content as in POST plus `reason`, with `If-Match` set to the ETag
     you read: missing is 428, stale is 412."""
-    computed = compute_scores(body)
-
-    def work(session: Session) -> Answer:
-        row = service.amend_assessment(
-            session, assessment_id, body, computed, body.reason, if_match, ctx.caller.name
-        )
-        return _answer(row, "amend-assessment")
-
-    return ctx.write(body, work)
+    return ctx.write(
+        body,
+        lambda s: record_answer(
+            service.amend_assessment(s, ctx.access, assessment_id, body, if_match),
+            RESOURCE,
+            "amend-assessment",
+        ),
+    )
 
 
 @router.delete(
@@ -152,12 +146,14 @@ def delete_assessment(
     """It leaves lists and outcomes but stays readable, and in its history. `If-Match` is
     optional here; when sent it must match."""
     why = reason_given(reason, None if body is None else body.reason)
-
-    def work(session: Session) -> Answer:
-        row = service.mark_entered_in_error(session, assessment_id, why, if_match, ctx.caller.name)
-        return _answer(row, "enter-in-error-assessment")
-
-    return ctx.write(ReasonIn(reason=why), work)
+    return ctx.write(
+        ReasonIn(reason=why),
+        lambda s: record_answer(
+            service.mark_entered_in_error(s, ctx.access, assessment_id, why, if_match),
+            RESOURCE,
+            "enter-in-error-assessment",
+        ),
+    )
 
 
 @router.get(
@@ -167,11 +163,11 @@ def delete_assessment(
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 def assessment_history(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
-    def work(session: Session) -> Answer:
-        row = service.require_assessment(session, assessment_id)
+    def answer(history: tuple[uuid.UUID, list[AssessmentVersionOut]]) -> Answer:
+        patient_id, versions = history
         return Answer(
-            VersionPage(items=service.history(session, row), next_cursor=None),
-            AuditInfo("read-assessment-history", row.patient_id, "assessment", assessment_id),
+            VersionPage(items=versions, next_cursor=None),
+            AuditInfo("read-assessment-history", patient_id, RESOURCE, assessment_id),
         )
 
-    return ctx.read(work)
+    return ctx.read(lambda s: answer(service.history(s, ctx.access, assessment_id)))

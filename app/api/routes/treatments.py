@@ -7,11 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
-from app.api.assessments import IfMatch
-from app.api.deps import Answer, ReadContext, WriteContext, reason_given
-from app.db.models import Treatment
+from app.api.context import (
+    Answer,
+    IfMatch,
+    ReadContext,
+    WriteContext,
+    reason_given,
+    record_answer,
+)
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import (
     ReasonIn,
@@ -22,9 +26,9 @@ from app.schemas.records import (
 )
 from app.services import treatments as service
 from app.services.audit import AuditInfo
-from app.services.versioning import etag
 
 router = APIRouter(tags=["treatments"])
+RESOURCE = "treatment"
 
 
 class TreatmentPage(Page[TreatmentOut]):
@@ -35,16 +39,6 @@ class TreatmentVersionPage(Page[TreatmentVersionOut]):
     pass
 
 
-def _answer(row: Treatment, action: str, status: int = 200) -> Answer:
-    out = service.to_out(row)
-    return Answer(
-        out,
-        AuditInfo(action, out.patient_id, "treatment", out.id),
-        status=status,
-        headers={"ETag": etag(out.version), "Location": f"/v1/treatments/{out.id}"},
-    )
-
-
 @router.post(
     "/v1/patients/{patient_id}/treatments",
     summary="Record a treatment course",
@@ -53,11 +47,15 @@ def _answer(row: Treatment, action: str, status: int = 200) -> Answer:
     responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429),
 )
 def create_treatment(patient_id: uuid.UUID, body: TreatmentIn, ctx: WriteContext) -> Response:
-    def work(session: Session) -> Answer:
-        row = service.create_treatment(session, patient_id, body, ctx.caller.name)
-        return _answer(row, "create-treatment", 201)
-
-    return ctx.write(body, work)
+    return ctx.write(
+        body,
+        lambda s: record_answer(
+            service.create_treatment(s, ctx.access, patient_id, body),
+            RESOURCE,
+            "create-treatment",
+            201,
+        ),
+    )
 
 
 @router.get(
@@ -70,8 +68,7 @@ def list_treatments(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
         lambda s: Answer(
             TreatmentPage(
-                items=[service.to_out(r) for r in service.list_treatments(s, patient_id)],
-                next_cursor=None,
+                items=service.list_treatments(s, ctx.access, patient_id), next_cursor=None
             ),
             AuditInfo("list-treatments", patient_id, "patient", patient_id),
         )
@@ -85,7 +82,11 @@ def list_treatments(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
-    return ctx.read(lambda s: _answer(service.require_treatment(s, treatment_id), "read-treatment"))
+    return ctx.read(
+        lambda s: record_answer(
+            service.get_treatment(s, ctx.access, treatment_id), RESOURCE, "read-treatment"
+        )
+    )
 
 
 @router.put(
@@ -97,13 +98,14 @@ def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
 def amend_treatment(
     treatment_id: uuid.UUID, body: TreatmentAmend, ctx: WriteContext, if_match: IfMatch = None
 ) -> Response:
-    def work(session: Session) -> Answer:
-        row = service.amend_treatment(
-            session, treatment_id, body, body.reason, if_match, ctx.caller.name
-        )
-        return _answer(row, "amend-treatment")
-
-    return ctx.write(body, work)
+    return ctx.write(
+        body,
+        lambda s: record_answer(
+            service.amend_treatment(s, ctx.access, treatment_id, body, if_match),
+            RESOURCE,
+            "amend-treatment",
+        ),
+    )
 
 
 @router.delete(
@@ -120,12 +122,14 @@ def delete_treatment(
     if_match: IfMatch = None,
 ) -> Response:
     why = reason_given(reason, None if body is None else body.reason)
-
-    def work(session: Session) -> Answer:
-        row = service.mark_entered_in_error(session, treatment_id, why, if_match, ctx.caller.name)
-        return _answer(row, "enter-in-error-treatment")
-
-    return ctx.write(ReasonIn(reason=why), work)
+    return ctx.write(
+        ReasonIn(reason=why),
+        lambda s: record_answer(
+            service.mark_entered_in_error(s, ctx.access, treatment_id, why, if_match),
+            RESOURCE,
+            "enter-in-error-treatment",
+        ),
+    )
 
 
 @router.get(
@@ -135,11 +139,11 @@ def delete_treatment(
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 def treatment_history(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
-    def work(session: Session) -> Answer:
-        row = service.require_treatment(session, treatment_id)
+    def answer(history: tuple[uuid.UUID, list[TreatmentVersionOut]]) -> Answer:
+        patient_id, versions = history
         return Answer(
-            TreatmentVersionPage(items=service.history(session, row), next_cursor=None),
-            AuditInfo("read-treatment-history", row.patient_id, "treatment", treatment_id),
+            TreatmentVersionPage(items=versions, next_cursor=None),
+            AuditInfo("read-treatment-history", patient_id, RESOURCE, treatment_id),
         )
 
-    return ctx.read(work)
+    return ctx.read(lambda s: answer(service.history(s, ctx.access, treatment_id)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import ScoresCaller
+from app.api.auth import ScoresAccess
 from app.schemas.common import problem_responses
 from app.schemas.scores import (
     BsaScoreRequest,
@@ -27,7 +27,7 @@ ERRORS = problem_responses(400, 401, 403, 413, 415, 422, 429)
     status_code=200,
     responses=ERRORS,
 )
-async def score_pasi(body: PasiScoreRequest, _caller: ScoresCaller) -> Scores:
+async def score_pasi(body: PasiScoreRequest, _access: ScoresAccess) -> Scores:
     """PASI = Σ weight × (erythema + induration + desquamation) × area score
     (Fredriksson & Pettersson 1978), computed exactly in tenths, with each region's part.
     BSA is given when all four regions have `area_percent` or `bsa_percent` is measured."""
@@ -41,7 +41,7 @@ async def score_pasi(body: PasiScoreRequest, _caller: ScoresCaller) -> Scores:
     status_code=200,
     responses=ERRORS,
 )
-async def score_bsa(body: BsaScoreRequest, _caller: ScoresCaller) -> BsaScoreResponse:
+async def score_bsa(body: BsaScoreRequest, _access: ScoresAccess) -> BsaScoreResponse:
     """BSA = 0.1·head + 0.2·upper limbs + 0.3·trunk + 0.4·lower limbs (regional percents), or a
     measured BSA (takes precedence). Severity on the exact value (US NPF convention)."""
     return compute_bsa(body)
@@ -54,7 +54,7 @@ async def score_bsa(body: BsaScoreRequest, _caller: ScoresCaller) -> BsaScoreRes
     status_code=200,
     responses=ERRORS,
 )
-async def score_dlqi(body: DlqiScoreRequest, _caller: ScoresCaller) -> DlqiScoreResponse:
+async def score_dlqi(body: DlqiScoreRequest, _access: ScoresAccess) -> DlqiScoreResponse:
     """Total 0–30 with its band (Hongbo et al. 2005); one unanswered item scores 0, two or
     more give no total (Cardiff rule)."""
     return compute_dlqi(body.dlqi)

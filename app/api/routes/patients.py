@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
-from app.api.deps import Answer, ReadContext, WriteContext
+from app.api.context import Answer, ReadContext, WriteContext
 from app.errors import InvalidParameter
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import PatientIn, PatientOut
@@ -34,8 +33,7 @@ def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
     patients; one already in use is 409 with the `patient_id` that holds it), sex and birth
     year."""
 
-    def work(session: Session) -> Answer:
-        out = service.create_patient(session, body, ctx.caller.name)
+    def answer(out: PatientOut) -> Answer:
         return Answer(
             out,
             AuditInfo("create-patient", out.id, "patient", out.id),
@@ -43,7 +41,7 @@ def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
             headers={"Location": f"/v1/patients/{out.id}"},
         )
 
-    return ctx.write(body, work)
+    return ctx.write(body, lambda s: answer(service.create_patient(s, ctx.access, body)))
 
 
 @router.get(
@@ -71,11 +69,15 @@ def list_patients(
         if pair is None:
             raise InvalidParameter("identifier", "must be `system|value` with both parts non-empty")
         return ctx.read(
-            lambda s: Answer(service.find_by_identifier(s, *pair), AuditInfo("search-patients"))
+            lambda s: Answer(
+                service.find_by_identifier(s, ctx.access, *pair), AuditInfo("search-patients")
+            )
         )
     size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
     return ctx.read(
-        lambda s: Answer(service.list_patients(s, size, cursor), AuditInfo("list-patients"))
+        lambda s: Answer(
+            service.list_patients(s, ctx.access, size, cursor), AuditInfo("list-patients")
+        )
     )
 
 
@@ -88,7 +90,7 @@ def list_patients(
 def get_patient(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
         lambda s: Answer(
-            service.get_patient(s, patient_id),
+            service.get_patient(s, ctx.access, patient_id),
             AuditInfo("read-patient", patient_id, "patient", patient_id),
         )
     )

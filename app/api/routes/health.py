@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import text
 
-from app.api.deps import DbDep
+from app.api.auth import DbDep
 from app.api.problems import problem_response
 from app.schemas.common import Problem
+from app.services.health import database_reachable
 
 router = APIRouter(tags=["health"])
 
@@ -31,10 +31,7 @@ async def healthz() -> Health:
     responses={503: {"model": Problem, "description": "Database unreachable"}},
 )
 def readyz(db: DbDep) -> Any:
-    try:
-        with db.read() as session:
-            session.execute(text("SELECT 1"))
-    except Exception:
+    if not database_reachable(db):
         return problem_response(
             503, "database-unavailable", "Database unavailable", "the database is not reachable"
         )

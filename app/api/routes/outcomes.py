@@ -9,11 +9,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.deps import Answer, ReadContext
+from app.api.context import Answer, ReadContext
 from app.errors import InvalidParameter
+from app.formats.outcomes import outcomes_json
 from app.schemas.common import problem_responses
 from app.schemas.outcomes import OutcomesOut
-from app.scoring.outcomes import ClearanceCriterion, OutcomeOptions, RelapseDefinition
+from app.scoring.outcomes import OutcomeOptions
+from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
+from app.scoring.response import ClearanceCriterion
 from app.services.audit import AuditInfo
 from app.services.outcomes import patient_outcomes
 
@@ -62,7 +65,7 @@ def get_outcomes(
         Query(
             ge=1, le=3650, description="Rebound window after a treatment's end (90 = NPF; 60 = EMA)"
         ),
-    ] = 90,
+    ] = REBOUND_WINDOW_DAYS_NPF,
 ) -> Response:
     """Days are whole days from the anchor (the baseline's date, or the treatment's start).
     A patient with no (active) assessments is 404 with `reason: no-assessments`."""
@@ -74,7 +77,7 @@ def get_outcomes(
     )
     return ctx.read(
         lambda s: Answer(
-            patient_outcomes(s, patient_id, options, treatment),
+            outcomes_json(patient_outcomes(s, ctx.access, patient_id, options, treatment)),
             AuditInfo("read-outcomes", patient_id, "patient", patient_id),
         )
     )

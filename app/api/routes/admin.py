@@ -8,15 +8,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
-from app.api.deps import AdminCaller, DbDep
+from app.api.auth import AdminAccess, DbDep
+from app.api.state import runtime
 from app.auth.keys import Scope
-from app.db.models import AuditEvent
-from app.errors import InvalidParameter
 from app.schemas.common import Page, StrictInput, problem_responses
-from app.services import api_keys
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services import api_keys, audit
 
 router = APIRouter(tags=["admin"])
 
@@ -73,7 +70,7 @@ ADMIN_ERRORS = problem_responses(401, 403, 422, 429)
     status_code=201,
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
-def create_api_key(body: ApiKeyIn, _caller: AdminCaller, db: DbDep) -> ApiKeyCreated:
+def create_api_key(body: ApiKeyIn, _access: AdminAccess, db: DbDep) -> ApiKeyCreated:
     with db.transaction() as session:
         info, token = api_keys.create_key(session, body.name, frozenset(body.scopes))
     return ApiKeyCreated(**_fields(info), key=token)
@@ -92,7 +89,7 @@ def _fields(info: api_keys.KeyInfo) -> dict[str, object]:
 @router.get(
     "/v1/api-keys", summary="List API keys", response_model=ApiKeyPage, responses=ADMIN_ERRORS
 )
-def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
+def list_api_keys(_access: AdminAccess, db: DbDep) -> ApiKeyPage:
     with db.read() as session:
         keys = api_keys.list_keys(session)
     return ApiKeyPage(items=[ApiKeyOut(**_fields(k)) for k in keys], next_cursor=None)
@@ -100,16 +97,16 @@ def list_api_keys(_caller: AdminCaller, db: DbDep) -> ApiKeyPage:
 
 @router.delete(
     "/v1/api-keys/{key_id}",
-    summary="Revoke an API key (effective at once on every worker)",
+    summary="Revoke an API key (at once on this worker, within AUTH_CACHE_SECONDS on others)",
     response_model=ApiKeyOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 def revoke_api_key(
-    key_id: uuid.UUID, _caller: AdminCaller, db: DbDep, request: Request
+    key_id: uuid.UUID, _access: AdminAccess, db: DbDep, request: Request
 ) -> ApiKeyOut:
     with db.transaction() as session:
         info = api_keys.revoke_key(session, key_id)
-    request.app.state.key_cache.forget(key_id)  # at once here; other workers within the TTL
+    runtime(request).key_cache.forget(key_id)  # at once here; other workers within the TTL
     return ApiKeyOut(**_fields(info))
 
 
@@ -120,7 +117,7 @@ def revoke_api_key(
     responses=ADMIN_ERRORS,
 )
 def list_audit_events(
-    _caller: AdminCaller,
+    _access: AdminAccess,
     db: DbDep,
     patient_id: uuid.UUID | None = None,
     key_name: Annotated[str | None, Query(max_length=100)] = None,
@@ -130,32 +127,10 @@ def list_audit_events(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AuditPage:
-    query = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
-    if patient_id is not None:
-        query = query.where(AuditEvent.patient_id == patient_id)
-    if key_name is not None:
-        query = query.where(AuditEvent.key_name == key_name)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidParameter(
-                name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z"
-            )
-    if since is not None:
-        query = query.where(AuditEvent.occurred_at >= since)
-    if until is not None:
-        query = query.where(AuditEvent.occurred_at < until)
-    if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int):
-            raise InvalidParameter("cursor", "is not a cursor this service issued")
-        query = query.where(AuditEvent.id > last_id)
+    where = audit.AuditFilter(patient_id, key_name, action, since, until)
     with db.read() as session:
-        rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
+        rows, next_cursor = audit.list_events(session, where, limit, cursor)
     return AuditPage(
         items=[AuditEventOut.model_validate(r, from_attributes=True) for r in rows],
-        next_cursor=encode_cursor([rows[-1].id]) if more else None,
+        next_cursor=next_cursor,
     )

@@ -1,8 +1,9 @@
-"""ASGI middleware that reads request bodies before the app does.
+"""The two ASGI middlewares (pure ASGI: cheaper than BaseHTTPMiddleware).
 
-It answers 413 as soon as a body exceeds the limit (without reading it whole), 415 for a body
-that is not JSON, and 400 for JSON that RFC 8259 does not allow (NaN, Infinity, bad UTF-8),
-which Python's json module would otherwise accept.
+`BodyGuard` reads request bodies before the app does: it answers 413 as soon as a body exceeds
+the limit (without reading it whole), 415 for a body that is not JSON, and 400 for JSON that
+RFC 8259 does not allow (NaN, Infinity, bad UTF-8), which Python's json module would otherwise
+accept. `SecurityHeaders` adds the security headers to every response.
 """
 
 from __future__ import annotations
@@ -135,3 +136,36 @@ class BodyGuard:
             headers={"Connection": "close"},
         )
         await response(scope, receive, send)
+
+
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+_API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # The Swagger UI page loads its script and styles, so it gets no restrictive CSP.
+        is_api = scope["path"].startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(_SECURITY_HEADERS)
+                if is_api:
+                    headers.append(_API_CSP)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,211 @@
+"""Per-request context: the database, the caller's access, idempotency and audit.
+
+Routes hand a unit of work (a function of a Session, usually one service call) to
+`RequestContext.read`, `.write` or `.stream`; the context runs it in one transaction together
+with the audit event (and, for idempotent writes, the stored response, through
+`services.idempotency.run_once`) and commits before the response is built, so no answer ever
+leaves before what it reports, and its audit event, are durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic_core import to_json
+from sqlalchemy.orm import Session
+
+from app.api.auth import require
+from app.api.state import runtime
+from app.auth.access import Access
+from app.auth.keys import Scope
+from app.db.database import Database
+from app.errors import InvalidInput
+from app.schemas.records import AssessmentOut, TreatmentOut
+from app.services import audit, idempotency
+from app.services.audit import AuditInfo
+from app.services.versioning import etag
+from app.settings import Settings
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+@dataclass(slots=True)
+class Answer:
+    """What a unit of work produces: the body, its status and headers, and what to audit."""
+
+    body: BaseModel | dict[str, Any]  # a dict must already be JSON-ready
+    audit: AuditInfo | None
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def record_answer(
+    out: AssessmentOut | TreatmentOut, resource_type: str, action: str, status: int = 200
+) -> Answer:
+    """A versioned record (assessment, treatment) as an answer: its ETag and Location are built
+    here and only here."""
+    return Answer(
+        out,
+        AuditInfo(action, out.patient_id, resource_type, out.id),
+        status=status,
+        headers={"ETag": etag(out.version), "Location": f"/v1/{resource_type}s/{out.id}"},
+    )
+
+
+def serialize(body: BaseModel | dict[str, Any]) -> str:
+    if isinstance(body, BaseModel):
+        return body.model_dump_json()
+    return to_json(body).decode()
+
+
+def json_response(status: int, body: str | bytes, headers: dict[str, str]) -> Response:
+    return Response(content=body, status_code=status, media_type=JSON_MEDIA_TYPE, headers=headers)
+
+
+@dataclass(slots=True)
+class RequestContext:
+    db: Database
+    settings: Settings
+    access: Access
+    method: str
+    route: str
+    path: str
+    idempotency_key: str | None
+
+    def _audit(self, session: Session, info: AuditInfo | None, status: int) -> None:
+        if info is not None:
+            audit.record(session, self.access.name, self.method, self.route, info, status)
+
+    def _answer_in(self, session: Session, work: Callable[[Session], Answer]) -> Answer:
+        answer = work(session)
+        self._audit(session, answer.audit, answer.status)
+        return answer
+
+    def read(self, work: Callable[[Session], Answer]) -> Response:
+        with self.db.transaction() as session:
+            answer = self._answer_in(session, work)
+        return json_response(answer.status, serialize(answer.body), answer.headers)
+
+    def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
+        """`read`, made retry-safe when the request carries an `Idempotency-Key`."""
+        if self.idempotency_key is None:
+            return self.read(work)
+        scope = idempotency.KeyScope(
+            owner=self.access.name,
+            method=self.method,
+            path=self.path,
+            key=idempotency.validate_key(self.idempotency_key),
+        )
+        digest = idempotency.request_hash(
+            None if payload is None else payload.model_dump(mode="json")
+        )
+
+        def unit(session: Session) -> idempotency.StoredResponse:
+            answer = self._answer_in(session, work)
+            return idempotency.StoredResponse(
+                answer.status,
+                serialize(answer.body),
+                answer.headers,
+                None if answer.audit is None else answer.audit.to_json(),
+            )
+
+        stored, replayed = idempotency.run_once(
+            self.db,
+            scope,
+            digest,
+            unit,
+            idempotency.Policy(
+                self.settings.idempotency_lease_seconds,
+                timedelta(hours=self.settings.idempotency_retention_hours),
+            ),
+            on_replay=self._audit_replay,
+        )
+        headers = {**stored.headers, "Idempotent-Replayed": "true"} if replayed else stored.headers
+        return json_response(stored.status, stored.body, headers)
+
+    def _audit_replay(self, session: Session, stored: idempotency.StoredResponse) -> None:
+        """A replay returns patient data too, so it is audited like the request it replays."""
+        if stored.audit is not None:
+            first = AuditInfo.from_json(stored.audit)
+            replay = AuditInfo(
+                f"replay-{first.action}", first.patient_id, first.resource_type, first.resource_id
+            )
+            self._audit(session, replay, stored.status)
+
+    def stream(
+        self,
+        info: AuditInfo,
+        media_type: str,
+        rows: Callable[[Session], Iterator[bytes]],
+        headers: dict[str, str] | None = None,
+    ) -> StreamingResponse:
+        """For exports: the audit event is committed first, then the rows are streamed from a
+        read transaction (never built whole in memory, never holding the write lock)."""
+        with self.db.transaction() as session:
+            self._audit(session, info, 200)
+
+        def body() -> Iterator[bytes]:
+            with self.db.read() as session:
+                yield from rows(session)
+
+        return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+def _context(request: Request, access: Access, idempotency_key: str | None) -> RequestContext:
+    state = runtime(request)
+    route = request.scope.get("route")
+    return RequestContext(
+        db=state.db,
+        settings=state.settings,
+        access=access,
+        method=request.method,
+        route=route.path if isinstance(route, APIRoute) else request.url.path,
+        path=request.url.path,
+        idempotency_key=idempotency_key,
+    )
+
+
+async def read_context(
+    request: Request, access: Annotated[Access, Depends(require(Scope.READ))]
+) -> RequestContext:
+    return _context(request, access, None)
+
+
+async def write_context(
+    request: Request,
+    access: Annotated[Access, Depends(require(Scope.WRITE))],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Retry-safe writes: the same key with the same body returns the "
+            "first response again (kept at least 24 hours).",
+        ),
+    ] = None,
+) -> RequestContext:
+    return _context(request, access, idempotency_key)
+
+
+ReadContext = Annotated[RequestContext, Depends(read_context)]
+WriteContext = Annotated[RequestContext, Depends(write_context)]
+
+IfMatch = Annotated[
+    str | None,
+    Header(alias="If-Match", max_length=200, description="The ETag from your last read"),
+]
+
+
+def reason_given(query_reason: str | None, body_reason: str | None) -> str:
+    """DELETE takes its `reason` as a query parameter or a body field (the body wins)."""
+    why = body_reason if body_reason is not None else query_reason
+    if why is None:
+        raise InvalidInput("/reason", "is required (as a query parameter or a body field)")
+    return why

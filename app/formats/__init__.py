@@ -1,0 +1,1 @@
+"""Pure mappers from the core's results to output formats."""
