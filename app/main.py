@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app import logging_filters
+from app.api.context import audit_refusal
 from app.api.middleware import BodyGuard, SecurityHeaders
 from app.api.problems import install_problem_handlers
 from app.api.routes import admin, assessments, health, outcomes, patients, scores, treatments
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         license_info={"name": "MIT"},
     )
     logging_filters.install()
-    install_problem_handlers(app)
+    install_problem_handlers(app, audit_refusal)
     for module in (health, scores, patients, assessments, treatments, outcomes, admin):
         app.include_router(module.router)
     if settings.cors_origins:

@@ -66,18 +66,25 @@ def admin_key(app_client: TestClient, data_dir: Path) -> str:
     return (data_dir / BOOTSTRAP_KEY_FILE).read_text().strip()
 
 
-KEPT_TABLES = {"api_keys"}
+# Keys outlive a test (their names are unique); organizations other than the migration's
+# `default` do not, so every test starts as a single-organization deployment.
+KEPT_TABLES = {"api_keys", "api_key_organizations", "organizations"}
 
 
 def _empty_tables(client: TestClient) -> None:
     db = client.app.state.runtime.db  # type: ignore[attr-defined]
     names = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in KEPT_TABLES]
+    others = "SELECT id FROM organizations WHERE name <> 'default'"
     with db.transaction() as session:
         if db.is_sqlite:
             for name in names:
                 session.execute(text(f"DELETE FROM {name}"))
         else:
             session.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+        session.execute(
+            text(f"DELETE FROM api_key_organizations WHERE organization_id IN ({others})")
+        )
+        session.execute(text(f"DELETE FROM organizations WHERE id IN ({others})"))
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[Access]]:
         if scope is Scope.SCORES and runtime(request).settings.scores_open and credentials is None:
             return DEV_ACCESS
         access = await authenticate(request, credentials)
+        request.state.access = access  # for the audit of a refused request
         if scope not in access.scopes:
             raise Forbidden(f"this API key lacks the '{scope}' scope")
         return access

@@ -9,10 +9,12 @@ leaves before what it reports, and its audit event, are durable.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import Response, StreamingResponse
@@ -20,6 +22,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.api.auth import require
 from app.api.state import runtime
@@ -34,6 +37,25 @@ from app.services.versioning import etag
 from app.settings import Settings
 
 JSON_MEDIA_TYPE = "application/json"
+log = logging.getLogger("app.audit")
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def audited(action: str) -> Callable[[Endpoint], Endpoint]:
+    """Name the audit action of a route. Every request to it leaves an event under this name,
+    whatever its outcome: the context records successes, `audit_refusal` the rest."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        endpoint.audit_action = action  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
+def audit_action_of(route: object) -> str | None:
+    endpoint = getattr(route, "endpoint", None)
+    action = getattr(endpoint, "audit_action", None)
+    return action if isinstance(action, str) else None
 
 
 @dataclass(slots=True)
@@ -47,13 +69,13 @@ class Answer:
 
 
 def record_answer(
-    out: AssessmentOut | TreatmentOut, resource_type: str, action: str, status: int = 200
+    ctx: RequestContext, out: AssessmentOut | TreatmentOut, resource_type: str, status: int = 200
 ) -> Answer:
     """A versioned record (assessment, treatment) as an answer: its ETag and Location are built
     here and only here."""
     return Answer(
         out,
-        AuditInfo(action, out.patient_id, resource_type, out.id),
+        ctx.touched(out.patient_id, resource_type, out.id),
         status=status,
         headers={"ETag": etag(out.version), "Location": f"/v1/{resource_type}s/{out.id}"},
     )
@@ -78,10 +100,21 @@ class RequestContext:
     route: str
     path: str
     idempotency_key: str | None
+    action: str
+
+    def touched(
+        self,
+        patient_id: uuid.UUID | None = None,
+        resource_type: str | None = None,
+        resource_id: uuid.UUID | None = None,
+        patient_ids: tuple[uuid.UUID, ...] = (),
+    ) -> AuditInfo:
+        """This request's audit event: its action and what it touched."""
+        return AuditInfo(self.action, patient_id, resource_type, resource_id, patient_ids)
 
     def _audit(self, session: Session, info: AuditInfo | None, status: int) -> None:
         if info is not None:
-            audit.record(session, self.access.name, self.method, self.route, info, status)
+            audit.record(session, self.access, self.method, self.route, info, status)
 
     def _answer_in(self, session: Session, work: Callable[[Session], Answer]) -> Answer:
         answer = work(session)
@@ -158,18 +191,62 @@ class RequestContext:
         return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return route.path if isinstance(route, APIRoute) else request.url.path
+
+
 def _context(request: Request, access: Access, idempotency_key: str | None) -> RequestContext:
     state = runtime(request)
-    route = request.scope.get("route")
     return RequestContext(
         db=state.db,
         settings=state.settings,
         access=access,
         method=request.method,
-        route=route.path if isinstance(route, APIRoute) else request.url.path,
+        route=_route_path(request),
         path=request.url.path,
         idempotency_key=idempotency_key,
+        action=audit_action_of(request.scope.get("route")) or "unaudited",
     )
+
+
+def _record_refusal(
+    db: Database,
+    access: Access,
+    method: str,
+    route: str,
+    action: str,
+    params: dict[str, Any],
+    status: int,
+) -> None:
+    with db.transaction() as session:
+        audit.record(session, access, method, route, audit.refusal(session, action, params), status)
+
+
+async def audit_refusal(request: Request, status: int) -> bool:
+    """Audit a request of an audited route that did not succeed (403, 404, 409, 412, 422, 500
+    ...), naming what it asked for. Requests with no valid key (401) or over the rate limit (429)
+    never reach the data and are not recorded (they would let anyone write to the audit).
+    False when the event could not be written: the caller then fails the request."""
+    action = audit_action_of(request.scope.get("route"))
+    access = getattr(request.state, "access", None)
+    if action is None or not isinstance(access, Access):
+        return True
+    try:
+        await run_in_threadpool(
+            _record_refusal,
+            runtime(request).db,
+            access,
+            request.method,
+            _route_path(request),
+            action,
+            dict(request.path_params),
+            status,
+        )
+    except Exception as exc:
+        log.error("could not audit a refused %s: %s", action, type(exc).__name__)
+        return False
+    return True
 
 
 async def read_context(
@@ -194,8 +271,15 @@ async def write_context(
     return _context(request, access, idempotency_key)
 
 
+async def admin_context(
+    request: Request, access: Annotated[Access, Depends(require(Scope.ADMIN))]
+) -> RequestContext:
+    return _context(request, access, None)
+
+
 ReadContext = Annotated[RequestContext, Depends(read_context)]
 WriteContext = Annotated[RequestContext, Depends(write_context)]
+AdminContext = Annotated[RequestContext, Depends(admin_context)]
 
 IfMatch = Annotated[
     str | None,

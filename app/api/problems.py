@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -142,8 +143,30 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(errors.DomainError, _on_domain_error)
-    app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+OnRefusal = Callable[[Request, int], Awaitable[bool]]
+
+
+def _audited(handler: Handler, on_refusal: OnRefusal) -> Handler:
+    """Every refused request passes `on_refusal` (the audit) before its answer leaves; when the
+    audit cannot be written the request fails with 500 instead."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        response = await handler(request, exc)
+        if await on_refusal(request, response.status_code):
+            return response
+        return problem_response(
+            500,
+            "internal-error",
+            "Internal server error",
+            "the server could not complete the request",
+        )
+
+    return handle
+
+
+def install_problem_handlers(app: FastAPI, on_refusal: OnRefusal) -> None:
+    app.add_exception_handler(errors.DomainError, _audited(_on_domain_error, on_refusal))
+    app.add_exception_handler(RequestValidationError, _audited(_on_validation_error, on_refusal))
+    app.add_exception_handler(StarletteHTTPException, _audited(_on_http_error, on_refusal))
+    app.add_exception_handler(Exception, _audited(_on_unexpected, on_refusal))

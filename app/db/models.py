@@ -77,6 +77,20 @@ class Base(DeclarativeBase):
     }
 
 
+class Organization(Base):
+    """The custodian of a set of patients: a clinic, a department or a study team (FHIR
+    `Patient.managingOrganization`)."""
+
+    __tablename__ = "organizations"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime]
+
+
+DEFAULT_ORGANIZATION_NAME = "default"
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
@@ -89,10 +103,26 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ApiKeyOrganization(Base):
+    """The organizations a non-admin key holds (an admin key spans all and has none here)."""
+
+    __tablename__ = "api_key_organizations"
+
+    key_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+
+
 class Patient(Base):
     __tablename__ = "patients"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="RESTRICT"), index=True
+    )
     sex: Mapped[str | None] = mapped_column(String(20))
     birth_year: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
@@ -101,13 +131,20 @@ class Patient(Base):
 
 class PatientIdentifier(Base):
     __tablename__ = "patient_identifiers"
+    # Identifiers are unique within an organization (two clinics may both have an MRN 123).
     __table_args__ = (
-        UniqueConstraint("system", "value", name="uq_patient_identifiers_system_value"),
+        UniqueConstraint(
+            "organization_id", "system", "value", name="uq_patient_identifiers_org_system_value"
+        ),
+        Index("ix_patient_identifiers_system_value", "system", "value"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     patient_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("patients.id", ondelete="RESTRICT"), index=True
+    )
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="RESTRICT")
     )
     system: Mapped[str] = mapped_column(String(255))
     value: Mapped[str] = mapped_column(String(255))
@@ -216,13 +253,15 @@ class IdempotencyKey(Base):
 
 
 class AuditEvent(Base):
-    """Append-only log of who read or wrote which patient's data."""
+    """Append-only, hash-chained log of who read or wrote which patient's data, and of key,
+    organization and audit administration (`app.db.audit_chain`)."""
 
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_patient", "patient_id", "occurred_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     occurred_at: Mapped[datetime] = mapped_column(index=True)
+    key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
     key_name: Mapped[str] = mapped_column(String(100), index=True)
     action: Mapped[str] = mapped_column(String(40))
     method: Mapped[str] = mapped_column(String(10))
@@ -231,3 +270,20 @@ class AuditEvent(Base):
     resource_type: Mapped[str | None] = mapped_column(String(20))
     resource_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     status: Mapped[int] = mapped_column(Integer)
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    chain_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditEventPatient(Base):
+    """Every patient an event touched (a search or list touches each patient it returned), so
+    that "who saw patient X" is one indexed lookup."""
+
+    __tablename__ = "audit_event_patients"
+    __table_args__ = (Index("ix_audit_event_patients_patient", "patient_id", "event_id"),)
+
+    event_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("audit_events.id", ondelete="RESTRICT"), primary_key=True
+    )
+    patient_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)

@@ -31,6 +31,11 @@ class PatientIn(StrictInput):
     birth_year: Annotated[int, Field(strict=True, ge=1900, le=2100)] | None = Field(
         default=None, description="Year of birth (not after the current year)"
     )
+    organization_id: uuid.UUID | None = Field(
+        default=None,
+        description="The organization (clinic, study) the patient belongs to; may be left out "
+        "when the API key holds exactly one",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -62,6 +67,7 @@ class PatientIn(StrictInput):
 
 class PatientOut(BaseModel):
     id: uuid.UUID
+    organization_id: uuid.UUID
     identifiers: list[Identifier]
     sex: str | None
     birth_year: int | None

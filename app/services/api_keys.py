@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +16,9 @@ from sqlalchemy.orm import Session
 from app.auth.access import Access
 from app.auth.keys import Scope, generate_key, parse_scopes, parse_token, secret_matches
 from app.db.database import Database
-from app.db.models import ApiKey
+from app.db.models import ApiKey, ApiKeyOrganization
 from app.errors import Conflict, NotFound
+from app.services.organizations import organizations_for_new_key
 
 log = logging.getLogger("app.auth")
 BOOTSTRAP_KEY_FILE = "admin-api-key.txt"
@@ -29,15 +31,45 @@ class KeyInfo:
     scopes: list[str]
     created_at: datetime
     revoked_at: datetime | None
+    organizations: list[uuid.UUID]
 
 
-def _info(row: ApiKey) -> KeyInfo:
-    return KeyInfo(row.id, row.name, row.scopes.split(), row.created_at, row.revoked_at)
+def _info(row: ApiKey, organizations: Sequence[uuid.UUID]) -> KeyInfo:
+    return KeyInfo(
+        row.id, row.name, row.scopes.split(), row.created_at, row.revoked_at, list(organizations)
+    )
 
 
-def create_key(session: Session, name: str, scopes: frozenset[Scope]) -> tuple[KeyInfo, str]:
+def _organizations_of(
+    session: Session, key_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    held: dict[uuid.UUID, list[uuid.UUID]] = {k: [] for k in key_ids}
+    if key_ids:
+        rows = session.execute(
+            select(ApiKeyOrganization.key_id, ApiKeyOrganization.organization_id).where(
+                ApiKeyOrganization.key_id.in_(list(key_ids))
+            )
+        )
+        for key_id, org_id in rows:
+            held[key_id].append(org_id)
+    return held
+
+
+def create_key(
+    session: Session,
+    name: str,
+    scopes: frozenset[Scope],
+    organizations: Sequence[uuid.UUID] | None = None,
+    *,
+    pointer: str = "/organizations",
+) -> tuple[KeyInfo, str]:
+    """A new key (its token is returned once). Non-admin keys are bound to `organizations`
+    (the deployment's only one when none is named)."""
     if session.scalar(select(ApiKey.id).where(ApiKey.name == name)) is not None:
         raise Conflict(f"an API key named {name!r} already exists")
+    org_ids = organizations_for_new_key(
+        session, organizations, admin=Scope.ADMIN in scopes, pointer=pointer
+    )
     new = generate_key()
     row = ApiKey(
         id=new.key_id,
@@ -50,11 +82,15 @@ def create_key(session: Session, name: str, scopes: frozenset[Scope]) -> tuple[K
     )
     session.add(row)
     session.flush()
-    return _info(row), new.token
+    session.add_all(ApiKeyOrganization(key_id=row.id, organization_id=o) for o in org_ids)
+    session.flush()
+    return _info(row, org_ids), new.token
 
 
 def list_keys(session: Session) -> list[KeyInfo]:
-    return [_info(r) for r in session.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+    rows = list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+    held = _organizations_of(session, [r.id for r in rows])
+    return [_info(r, held[r.id]) for r in rows]
 
 
 def revoke_key(session: Session, key_id: uuid.UUID) -> KeyInfo:
@@ -66,12 +102,15 @@ def revoke_key(session: Session, key_id: uuid.UUID) -> KeyInfo:
             update(ApiKey).where(ApiKey.id == key_id).values(revoked_at=datetime.now(UTC))
         )
         session.refresh(row)
-    return _info(row)
+    return _info(row, _organizations_of(session, [row.id])[row.id])
 
 
 # Built once (every request runs it).
 _ACTIVE_KEY = select(ApiKey.name, ApiKey.scopes, ApiKey.salt, ApiKey.secret_hash).where(
     ApiKey.id == bindparam("key_id"), ApiKey.revoked_at.is_(None)
+)
+_KEY_ORGANIZATIONS = select(ApiKeyOrganization.organization_id).where(
+    ApiKeyOrganization.key_id == bindparam("key_id")
 )
 
 
@@ -86,7 +125,13 @@ def verify_token(session: Session, token: str) -> Access | None:
     row = session.connection().execute(_ACTIVE_KEY, {"key_id": key_id}).one_or_none()
     if row is None or not secret_matches(row.salt, secret, row.secret_hash):
         return None
-    return Access(key_id, row.name, parse_scopes(row.scopes))
+    scopes = parse_scopes(row.scopes)
+    organizations = None
+    if Scope.ADMIN not in scopes:
+        organizations = frozenset(
+            session.connection().execute(_KEY_ORGANIZATIONS, {"key_id": key_id}).scalars()
+        )
+    return Access(key_id, row.name, scopes, organizations)
 
 
 def bootstrap_admin_key(db: Database, data_dir: Path) -> str | None:

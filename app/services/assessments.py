@@ -54,7 +54,13 @@ def _active_baseline(session: Session, patient_id: uuid.UUID) -> uuid.UUID | Non
     )
 
 
-def _baseline_conflict(holder: uuid.UUID | None) -> BaselineExists:
+def _baseline_conflict(access: Access, holder: uuid.UUID | None) -> BaselineExists:
+    """Names the current baseline, unless the key may not read assessments."""
+    if not access.may_read:
+        return BaselineExists(
+            "this patient already has an active baseline; amend it (is_baseline false) "
+            "before flagging another"
+        )
     return BaselineExists(
         f"assessment {holder} is already this patient's active baseline; amend it "
         "(is_baseline false) before flagging another",
@@ -64,7 +70,7 @@ def _baseline_conflict(holder: uuid.UUID | None) -> BaselineExists:
 
 @contextmanager
 def _guarding_baseline(
-    session: Session, patient_id: uuid.UUID, flags_baseline: bool
+    session: Session, access: Access, patient_id: uuid.UUID, flags_baseline: bool
 ) -> Iterator[None]:
     """The partial unique index settles races between concurrent baseline flags: the write runs
     in a savepoint so that losing the race is a 409, not an aborted transaction. Only a write
@@ -76,7 +82,7 @@ def _guarding_baseline(
         with session.begin_nested():
             yield
     except IntegrityError:
-        raise _baseline_conflict(_active_baseline(session, patient_id)) from None
+        raise _baseline_conflict(access, _active_baseline(session, patient_id)) from None
 
 
 def _scored_columns(body: AssessmentIn) -> dict[str, Any]:
@@ -103,13 +109,13 @@ def create_assessment(
     if body.is_baseline:
         holder = _active_baseline(session, patient_id)
         if holder is not None:
-            raise _baseline_conflict(holder)
+            raise _baseline_conflict(access, holder)
     row = versioning.create_record(
         session,
         Assessment,
         {"patient_id": patient_id, **columns},
         access.name,
-        guard=_guarding_baseline(session, patient_id, body.is_baseline),
+        guard=_guarding_baseline(session, access, patient_id, body.is_baseline),
     )
     return to_out(row)
 
@@ -136,7 +142,7 @@ def amend_assessment(
     if flags_baseline:
         holder = _active_baseline(session, row.patient_id)
         if holder is not None and holder != row.id:
-            raise _baseline_conflict(holder)
+            raise _baseline_conflict(access, holder)
     versioning.amend(
         session,
         row,
@@ -144,7 +150,7 @@ def amend_assessment(
         changes=columns,
         reason=body.reason,
         recorded_by=access.name,
-        guard=_guarding_baseline(session, row.patient_id, flags_baseline),
+        guard=_guarding_baseline(session, access, row.patient_id, flags_baseline),
     )
     return to_out(row)
 

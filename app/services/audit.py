@@ -1,34 +1,58 @@
-"""Append-only audit of access to patient data, written in the request's own transaction so that
-a failure to audit fails the request."""
+"""The audit trail: append-only, hash-chained, written in the request's own transaction so that
+a failure to audit fails the request.
+
+Every event names the key (id and name), the action, the HTTP status, the organization and
+every patient it touched (`audit_event_patients`). Each event's `chain_hash` is SHA-256 over its
+canonical content and the previous event's hash (`app.db.audit_chain`). The chain stays linear
+with several workers and replicas because appending is serialized: on PostgreSQL by a
+transaction-level advisory lock taken just before the insert and held until commit (so the
+event read as "previous" is the last committed one and ids follow the chain), on SQLite by the
+database's single writer (`BEGIN IMMEDIATE`). `verify_chain` recomputes it.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
-from app.db.models import AuditEvent, table_of
+from app.auth.access import Access
+from app.db.audit_chain import GENESIS, chain_hash
+from app.db.models import Assessment, AuditEvent, AuditEventPatient, Patient, Treatment, table_of
 from app.errors import InvalidParameter
 from app.services.pagination import decode_cursor, encode_cursor
+
+CHAIN_LOCK_KEY = 0x5053535F41554454  # "PSS_AUDT": the advisory lock that orders appends
 
 
 @dataclass(frozen=True, slots=True)
 class AuditInfo:
+    """What a request touched. `patient_id` is the patient it is about; `patient_ids` the
+    further patients a search or list returned."""
+
     action: str
     patient_id: uuid.UUID | None = None
     resource_type: str | None = None
     resource_id: uuid.UUID | None = None
+    patient_ids: tuple[uuid.UUID, ...] = field(default=())
 
-    def to_json(self) -> dict[str, str | None]:
+    def patients(self) -> list[uuid.UUID]:
+        ids = ([] if self.patient_id is None else [self.patient_id]) + list(self.patient_ids)
+        return list(dict.fromkeys(ids))
+
+    def to_json(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "patient_id": None if self.patient_id is None else str(self.patient_id),
             "resource_type": self.resource_type,
             "resource_id": None if self.resource_id is None else str(self.resource_id),
+            "patient_ids": [str(p) for p in self.patient_ids],
         }
 
     @classmethod
@@ -41,48 +65,210 @@ class AuditInfo:
             patient_id=as_uuid(data.get("patient_id")),
             resource_type=data.get("resource_type"),
             resource_id=as_uuid(data.get("resource_id")),
+            patient_ids=tuple(uuid.UUID(str(p)) for p in data.get("patient_ids") or ()),
         )
 
 
 # Built once: building a statement with literal values costs more than running it.
-_INSERT_EVENT = insert(table_of(AuditEvent))
+_INSERT_EVENT = insert(table_of(AuditEvent)).returning(AuditEvent.id)
+_INSERT_PATIENT = insert(table_of(AuditEventPatient))
+_LAST_HASH = select(AuditEvent.chain_hash).order_by(AuditEvent.id.desc()).limit(1)
+
+
+def _organizations_of(
+    session: Session, patient_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    if not patient_ids:
+        return {}
+    rows = session.execute(
+        select(Patient.id, Patient.organization_id).where(Patient.id.in_(patient_ids))
+    )
+    found: dict[uuid.UUID, uuid.UUID] = dict(rows.tuples().all())
+    return {p: found.get(p) for p in patient_ids}
+
+
+def _previous_hash(session: Session) -> str:
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    return connection.execute(_LAST_HASH).scalar() or GENESIS
 
 
 def record(
-    session: Session, key_name: str, method: str, route: str, info: AuditInfo, status: int
+    session: Session,
+    access: Access,
+    method: str,
+    route: str,
+    info: AuditInfo,
+    status: int,
+    organization_id: uuid.UUID | None = None,
 ) -> None:
-    session.connection().execute(
-        _INSERT_EVENT,
-        {
-            "occurred_at": datetime.now(UTC),
-            "key_name": key_name,
-            "action": info.action,
-            "method": method,
-            "route": route,
-            "patient_id": info.patient_id,
-            "resource_type": info.resource_type,
-            "resource_id": info.resource_id,
-            "status": status,
-        },
-    )
+    """Append one event. Its organization is the one all its patients belong to (or
+    `organization_id`, for organization administration), else null."""
+    patients = _organizations_of(session, info.patients())
+    orgs = set(patients.values()) - {None}
+    if organization_id is None and len(orgs) == 1:
+        organization_id = orgs.pop()
+    event: dict[str, Any] = {
+        "occurred_at": datetime.now(UTC),
+        "key_id": access.key_id,
+        "key_name": access.name,
+        "action": info.action,
+        "method": method,
+        "route": route,
+        "patient_id": info.patient_id,
+        "resource_type": info.resource_type,
+        "resource_id": info.resource_id,
+        "status": status,
+        "organization_id": organization_id,
+    }
+    prev = _previous_hash(session)
+    event["prev_hash"] = prev
+    event["chain_hash"] = chain_hash(prev, event, patients.items())
+    connection = session.connection()
+    event_id = connection.execute(_INSERT_EVENT, event).scalar_one()
+    if patients:
+        connection.execute(
+            _INSERT_PATIENT,
+            [
+                {"event_id": event_id, "patient_id": p, "organization_id": o}
+                for p, o in patients.items()
+            ],
+        )
+
+
+_RESOURCE_OF_PARAMETER = {
+    "patient_id": "patient",
+    "assessment_id": "assessment",
+    "treatment_id": "treatment",
+    "key_id": "api_key",
+}
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def refusal(session: Session, action: str, path_params: dict[str, Any]) -> AuditInfo:
+    """What a refused request (404, 409, 412, 422, 403 ...) asked for, from its path: the id
+    it named and, for an assessment or treatment, whose it is (looked up whatever the caller
+    may see: the audit is the operator's, and a probe of another organization's record is
+    exactly what it must show)."""
+    patient_id = _as_uuid(path_params.get("patient_id"))
+    resource_type = resource_id = None
+    for name, kind in _RESOURCE_OF_PARAMETER.items():
+        value = _as_uuid(path_params.get(name)) if name in path_params else None
+        if value is not None:
+            resource_type, resource_id = kind, value
+    if patient_id is None and resource_type in ("assessment", "treatment"):
+        model = Assessment if resource_type == "assessment" else Treatment
+        patient_id = session.scalar(select(model.patient_id).where(model.id == resource_id))
+    return AuditInfo(action, patient_id, resource_type, resource_id)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokenLink:
+    event_id: int
+    why: str
+
+
+def _events_in_order(
+    session: Session, batch: int = 1000
+) -> Iterator[tuple[AuditEvent, list[tuple[uuid.UUID, uuid.UUID | None]]]]:
+    last_id = 0
+    while True:
+        events = list(
+            session.scalars(
+                select(AuditEvent)
+                .where(AuditEvent.id > last_id)
+                .order_by(AuditEvent.id)
+                .limit(batch)
+            )
+        )
+        if not events:
+            return
+        touched: dict[int, list[tuple[uuid.UUID, uuid.UUID | None]]] = defaultdict(list)
+        rows = session.execute(
+            select(
+                AuditEventPatient.event_id,
+                AuditEventPatient.patient_id,
+                AuditEventPatient.organization_id,
+            ).where(AuditEventPatient.event_id.in_([e.id for e in events]))
+        )
+        for event_id, patient_id, org_id in rows:
+            touched[event_id].append((patient_id, org_id))
+        for e in events:
+            yield e, touched[e.id]
+        last_id = events[-1].id
+
+
+def verify_chain(session: Session) -> tuple[int, BrokenLink | None]:
+    """Recompute the chain in id order: how many events verified, and the first broken link
+    (an altered event, a removed one, or one whose patients were changed)."""
+    prev = GENESIS
+    count = 0
+    for e, patients in _events_in_order(session):
+        if e.prev_hash != prev:
+            return count, BrokenLink(
+                e.id,
+                "its previous hash is not the hash of the event before it "
+                "(an event before it was removed or altered)",
+            )
+        fields = {
+            name: getattr(e, name)
+            for name in (
+                "occurred_at",
+                "key_id",
+                "key_name",
+                "action",
+                "method",
+                "route",
+                "status",
+                "organization_id",
+                "resource_type",
+                "resource_id",
+            )
+        }
+        if chain_hash(prev, fields, patients) != e.chain_hash:
+            return count, BrokenLink(e.id, "its content does not match its hash (it was altered)")
+        prev = e.chain_hash
+        count += 1
+    return count, None
 
 
 @dataclass(frozen=True, slots=True)
 class AuditFilter:
     patient_id: uuid.UUID | None = None
+    key_id: uuid.UUID | None = None
     key_name: str | None = None
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
 
 
-def list_events(
-    session: Session, where: AuditFilter, limit: int, cursor: str | None
-) -> tuple[list[AuditEvent], str | None]:
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[AuditEvent]
+    patients: dict[int, list[uuid.UUID]]
+    next_cursor: str | None
+
+
+def list_events(session: Session, where: AuditFilter, limit: int, cursor: str | None) -> EventPage:
     """Events in the order they were written, filtered, one keyset page at a time."""
     query = select(AuditEvent).order_by(AuditEvent.id).limit(limit + 1)
     if where.patient_id is not None:
-        query = query.where(AuditEvent.patient_id == where.patient_id)
+        query = query.where(
+            AuditEvent.id.in_(
+                select(AuditEventPatient.event_id).where(
+                    AuditEventPatient.patient_id == where.patient_id
+                )
+            )
+        )
+    if where.key_id is not None:
+        query = query.where(AuditEvent.key_id == where.key_id)
     if where.key_name is not None:
         query = query.where(AuditEvent.key_name == where.key_name)
     if where.action is not None:
@@ -104,4 +290,21 @@ def list_events(
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
-    return rows, encode_cursor([rows[-1].id]) if more else None
+    return EventPage(
+        rows,
+        patients_of_events(session, [r.id for r in rows]),
+        encode_cursor([rows[-1].id]) if more else None,
+    )
+
+
+def patients_of_events(session: Session, event_ids: list[int]) -> dict[int, list[uuid.UUID]]:
+    touched: dict[int, list[uuid.UUID]] = defaultdict(list)
+    if event_ids:
+        rows = session.execute(
+            select(AuditEventPatient.event_id, AuditEventPatient.patient_id)
+            .where(AuditEventPatient.event_id.in_(event_ids))
+            .order_by(AuditEventPatient.event_id, AuditEventPatient.patient_id)
+        )
+        for event_id, patient_id in rows:
+            touched[event_id].append(patient_id)
+    return touched

@@ -18,14 +18,18 @@ from app.db.models import Assessment, Patient, PatientIdentifier, Treatment
 from app.errors import IdentifierInUse, InvalidParameter, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
+from app.services.organizations import organization_for_new_patient
 from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
 
 Record = TypeVar("Record", Assessment, Treatment)
 
 
 def visible(access: Access) -> ColumnElement[bool]:
-    """The condition on `Patient` that a caller's patients meet."""
-    return true()
+    """The condition on `Patient` that a caller's patients meet: those of the organizations the
+    key holds (an admin key: all). Anything else answers exactly as if it did not exist."""
+    if access.organization_ids is None:
+        return true()
+    return Patient.organization_id.in_(sorted(access.organization_ids))
 
 
 def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:
@@ -64,6 +68,7 @@ def require_record(
 def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:
     return PatientOut(
         id=patient.id,
+        organization_id=patient.organization_id,
         identifiers=[Identifier(system=i.system, value=i.value) for i in identifiers],
         sex=patient.sex,
         birth_year=patient.birth_year,
@@ -72,35 +77,51 @@ def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:
     )
 
 
-def _identifier_holder(session: Session, pairs: list[tuple[str, str]]) -> PatientIdentifier | None:
+def _identifier_holder(
+    session: Session, organization_id: uuid.UUID, pairs: list[tuple[str, str]]
+) -> PatientIdentifier | None:
     return session.scalars(
         select(PatientIdentifier)
-        .where(tuple_(PatientIdentifier.system, PatientIdentifier.value).in_(pairs))
+        .where(
+            PatientIdentifier.organization_id == organization_id,
+            tuple_(PatientIdentifier.system, PatientIdentifier.value).in_(pairs),
+        )
         .limit(1)
     ).first()
 
 
-def _in_use(holder: PatientIdentifier) -> IdentifierInUse:
+def _in_use(access: Access, holder: PatientIdentifier) -> IdentifierInUse:
+    """The 409 names the holder (always a patient of the caller's own organization), unless
+    the key may not read patients: a write-only key learns only that the identifier is taken."""
+    identifier = f"{holder.system}|{holder.value}"
+    if not access.may_read:
+        return IdentifierInUse(
+            f"identifier {identifier} already belongs to another patient of this organization"
+        )
     return IdentifierInUse(
-        f"identifier {holder.system}|{holder.value} already belongs to patient {holder.patient_id}",
+        f"identifier {identifier} already belongs to patient {holder.patient_id}",
         patient_id=str(holder.patient_id),
     )
 
 
 def create_patient(session: Session, access: Access, body: PatientIn) -> PatientOut:
+    organization_id = organization_for_new_patient(session, access, body.organization_id)
     pairs = [(i.system, i.value) for i in body.identifiers]
-    holder = _identifier_holder(session, pairs)
+    holder = _identifier_holder(session, organization_id, pairs)
     if holder is not None:
-        raise _in_use(holder)
+        raise _in_use(access, holder)
     patient = Patient(
         id=uuid.uuid4(),
+        organization_id=organization_id,
         sex=body.sex,
         birth_year=body.birth_year,
         created_at=datetime.now(UTC),
         created_by=access.name,
     )
     identifiers = [
-        PatientIdentifier(patient_id=patient.id, system=s, value=v, position=n)
+        PatientIdentifier(
+            patient_id=patient.id, organization_id=organization_id, system=s, value=v, position=n
+        )
         for n, (s, v) in enumerate(pairs)
     ]
     try:
@@ -111,10 +132,10 @@ def create_patient(session: Session, access: Access, body: PatientIn) -> Patient
             session.flush()
     except IntegrityError:
         # Another writer took the identifier between our check and our insert.
-        holder = _identifier_holder(session, pairs)
+        holder = _identifier_holder(session, organization_id, pairs)
         if holder is None:
             raise
-        raise _in_use(holder) from None
+        raise _in_use(access, holder) from None
     return _out(patient, identifiers)
 
 
@@ -148,18 +169,21 @@ def parse_identifier_token(token: str) -> tuple[str, str] | None:
 def find_by_identifier(
     session: Session, access: Access, system: str, value: str
 ) -> Page[PatientOut]:
-    holder = session.scalars(
-        select(PatientIdentifier)
-        .join(Patient, Patient.id == PatientIdentifier.patient_id)
-        .where(
-            PatientIdentifier.system == system, PatientIdentifier.value == value, visible(access)
+    """Every reachable patient with this identifier: one per organization at most."""
+    patients = list(
+        session.scalars(
+            select(Patient)
+            .join(PatientIdentifier, PatientIdentifier.patient_id == Patient.id)
+            .where(
+                PatientIdentifier.system == system,
+                PatientIdentifier.value == value,
+                visible(access),
+            )
+            .order_by(Patient.created_at, Patient.id)
         )
-    ).first()
-    if holder is None:
-        return Page[PatientOut](items=[], next_cursor=None)
-    return Page[PatientOut](
-        items=[get_patient(session, access, holder.patient_id)], next_cursor=None
     )
+    identifiers = _identifiers_by_patient(session, [p.id for p in patients])
+    return Page[PatientOut](items=[_out(p, identifiers[p.id]) for p in patients], next_cursor=None)
 
 
 def list_patients(

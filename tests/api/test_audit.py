@@ -39,10 +39,12 @@ def _patient_body(value: str | None = None) -> dict[str, Any]:
 
 
 def _events(client: TestClient, **filters: Any) -> list[dict[str, Any]]:
+    """The trail, less the test's own reads of it (reading the audit is an event too: see
+    `test_reading_the_audit_trail_is_itself_audited`)."""
     r = client.get("/v1/audit-events", params={"limit": 200, **filters})
     assert r.status_code == 200, r.text
     items: list[dict[str, Any]] = r.json()["items"]
-    return items
+    return [e for e in items if e["action"] != "read-audit-events"]
 
 
 def _summary(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -203,18 +205,17 @@ def test_audit_events_are_paginated(client: TestClient) -> None:
     pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
     for _ in range(4):
         client.get(f"/v1/patients/{pid}")
-    r = client.get("/v1/audit-events", params={"patient_id": pid, "limit": 3})
+    page = {"patient_id": pid, "action": "read-patient", "limit": 3}
+    r = client.get("/v1/audit-events", params={**page, "limit": 3})
     first = r.json()
     assert len(first["items"]) == 3
     assert first["next_cursor"]
-    r = client.get(
-        "/v1/audit-events", params={"patient_id": pid, "limit": 3, "cursor": first["next_cursor"]}
-    )
+    r = client.get("/v1/audit-events", params={**page, "cursor": first["next_cursor"]})
     second = r.json()
-    assert len(second["items"]) == 2
+    assert len(second["items"]) == 1
     assert second["next_cursor"] is None
     ids = [e["id"] for e in first["items"] + second["items"]]
-    assert len(set(ids)) == 5
+    assert len(set(ids)) == 4
 
 
 def test_only_admin_keys_read_the_audit_trail(
@@ -226,10 +227,18 @@ def test_only_admin_keys_read_the_audit_trail(
     assert r.headers["content-type"].startswith(PROBLEM_JSON)
 
 
-def test_reading_the_audit_trail_does_not_touch_patient_data(client: TestClient) -> None:
+def test_reading_the_audit_trail_is_itself_audited(client: TestClient) -> None:
+    """SPEC 6: reading the audit trail is an event; read for one patient, it touches that
+    patient (so "who looked into X's trail" is answerable too)."""
     pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
-    _events(client)
-    _events(client, patient_id=pid)
+    client.get("/v1/audit-events")
+    client.get("/v1/audit-events", params={"patient_id": pid})
+    r = client.get("/v1/audit-events", params={"action": "read-audit-events"})
+    reads = r.json()["items"]
+    assert [(e["patient_id"], e["patient_ids"], e["status"]) for e in reads] == [
+        (None, [], 200),
+        (pid, [pid], 200),
+    ]
     assert [e["action"] for e in _events(client)] == ["create-patient"]
 
 

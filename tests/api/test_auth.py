@@ -185,7 +185,7 @@ def test_every_v1_route_has_exactly_one_scope_dependency() -> None:
 def test_each_route_requires_the_scope_its_kind_needs(route: V1Route) -> None:
     if route.path.startswith("/v1/scores/"):
         expected = Scope.SCORES
-    elif route.path.startswith(("/v1/api-keys", "/v1/audit-events")):
+    elif route.path.startswith(("/v1/api-keys", "/v1/audit-events", "/v1/organizations")):
         expected = Scope.ADMIN
     elif route.method == "GET":
         expected = Scope.READ

@@ -218,7 +218,8 @@ def test_racing_writers_to_one_assessment_get_200_or_412_never_500(
 ) -> None:
     """Concurrent DELETEs of one record all answer 200 (marking an entered-in-error record
     again changes nothing); PUTs with `If-Match: *` racing each other or a DELETE get 412 when
-    they lose (409 when the DELETE committed before they read the record). Each round leaves a history with consecutive versions and no duplicate."""
+    they lose (409 when the DELETE committed before they read the record). Each round leaves
+    a history with consecutive versions and no duplicate."""
     methods, allowed = RACES[race]
     with LiveServer(live_database, data_dir_live) as server, _client(server) as client:
         pid = new_patient(client)["id"]

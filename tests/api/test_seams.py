@@ -29,7 +29,14 @@ def _events(session: Session) -> int:
 def test_a_stream_commits_its_audit_event_before_the_first_row(client: TestClient) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     ctx = RequestContext(
-        runtime.db, runtime.settings, DEV_ACCESS, "GET", "/v1/exports/x", "/v1/exports/x", None
+        runtime.db,
+        runtime.settings,
+        DEV_ACCESS,
+        "GET",
+        "/v1/exports/x",
+        "/v1/exports/x",
+        None,
+        "export-test",
     )
     seen_by_rows: list[int] = []
 

@@ -15,6 +15,7 @@ from app.api.context import (
     IfMatch,
     ReadContext,
     WriteContext,
+    audited,
     reason_given,
     record_answer,
 )
@@ -27,7 +28,6 @@ from app.schemas.records import (
     ReasonIn,
 )
 from app.services import assessments as service
-from app.services.audit import AuditInfo
 
 router = APIRouter(tags=["assessments"])
 RESOURCE = "assessment"
@@ -44,15 +44,16 @@ class VersionPage(Page[AssessmentVersionOut]):
     status_code=201,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
 )
+@audited("create-assessment")
 def create_assessment(patient_id: uuid.UUID, body: AssessmentIn, ctx: WriteContext) -> Response:
     """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
     second active baseline is 409."""
     return ctx.write(
         body,
         lambda s: record_answer(
+            ctx,
             service.create_assessment(s, ctx.access, patient_id, body),
             RESOURCE,
-            "create-assessment",
             201,
         ),
     )
@@ -64,6 +65,7 @@ def create_assessment(patient_id: uuid.UUID, body: AssessmentIn, ctx: WriteConte
     response_model=Page[AssessmentOut],
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("list-assessments")
 def list_assessments(
     patient_id: uuid.UUID,
     ctx: ReadContext,
@@ -88,7 +90,7 @@ def list_assessments(
                 to_date=to,
                 visit=visit,
             ),
-            AuditInfo("list-assessments", patient_id, "patient", patient_id),
+            ctx.touched(patient_id, "patient", patient_id),
         )
     )
 
@@ -99,11 +101,10 @@ def list_assessments(
     response_model=AssessmentOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-assessment")
 def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
-        lambda s: record_answer(
-            service.get_assessment(s, ctx.access, assessment_id), RESOURCE, "read-assessment"
-        )
+        lambda s: record_answer(ctx, service.get_assessment(s, ctx.access, assessment_id), RESOURCE)
     )
 
 
@@ -113,6 +114,7 @@ def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     response_model=AssessmentOut,
     responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429),
 )
+@audited("amend-assessment")
 def amend_assessment(
     assessment_id: uuid.UUID, body: AssessmentAmend, ctx: WriteContext, if_match: IfMatch = None
 ) -> Response:
@@ -121,9 +123,9 @@ def amend_assessment(
     return ctx.write(
         body,
         lambda s: record_answer(
+            ctx,
             service.amend_assessment(s, ctx.access, assessment_id, body, if_match),
             RESOURCE,
-            "amend-assessment",
         ),
     )
 
@@ -134,6 +136,7 @@ def amend_assessment(
     response_model=AssessmentOut,
     responses=problem_responses(400, 401, 403, 404, 412, 413, 415, 422, 429),
 )
+@audited("enter-in-error-assessment")
 def delete_assessment(
     assessment_id: uuid.UUID,
     ctx: WriteContext,
@@ -149,9 +152,9 @@ def delete_assessment(
     return ctx.write(
         ReasonIn(reason=why),
         lambda s: record_answer(
+            ctx,
             service.mark_entered_in_error(s, ctx.access, assessment_id, why, if_match),
             RESOURCE,
-            "enter-in-error-assessment",
         ),
     )
 
@@ -162,12 +165,13 @@ def delete_assessment(
     response_model=VersionPage,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-assessment-history")
 def assessment_history(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     def answer(history: tuple[uuid.UUID, list[AssessmentVersionOut]]) -> Answer:
         patient_id, versions = history
         return Answer(
             VersionPage(items=versions, next_cursor=None),
-            AuditInfo("read-assessment-history", patient_id, RESOURCE, assessment_id),
+            ctx.touched(patient_id, RESOURCE, assessment_id),
         )
 
     return ctx.read(lambda s: answer(service.history(s, ctx.access, assessment_id)))

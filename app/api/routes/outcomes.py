@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.context import Answer, ReadContext
+from app.api.context import Answer, ReadContext, audited
 from app.errors import InvalidParameter
 from app.formats.outcomes import outcomes_json
 from app.schemas.common import problem_responses
@@ -17,7 +17,6 @@ from app.schemas.outcomes import OutcomesOut
 from app.scoring.outcomes import OutcomeOptions
 from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
 from app.scoring.response import ClearanceCriterion
-from app.services.audit import AuditInfo
 from app.services.outcomes import patient_outcomes
 
 router = APIRouter(tags=["outcomes"])
@@ -38,6 +37,7 @@ def _threshold_tenths(value: float | None) -> int | None:
     response_model=OutcomesOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-outcomes")
 def get_outcomes(
     patient_id: uuid.UUID,
     ctx: ReadContext,
@@ -78,6 +78,6 @@ def get_outcomes(
     return ctx.read(
         lambda s: Answer(
             outcomes_json(patient_outcomes(s, ctx.access, patient_id, options, treatment)),
-            AuditInfo("read-outcomes", patient_id, "patient", patient_id),
+            ctx.touched(patient_id, "patient", patient_id),
         )
     )

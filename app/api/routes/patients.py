@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from app.api.context import Answer, ReadContext, WriteContext
+from app.api.context import Answer, ReadContext, WriteContext, audited
 from app.errors import InvalidParameter
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import PatientIn, PatientOut
 from app.services import patients as service
-from app.services.audit import AuditInfo
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
 
@@ -28,15 +27,16 @@ Cursor = Annotated[str | None, Query(max_length=500, description="From `next_cur
     status_code=201,
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
+@audited("create-patient")
 def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
-    """No names or direct identifiers: only `identifiers` (`system` + `value`, unique across
-    patients; one already in use is 409 with the `patient_id` that holds it), sex and birth
-    year."""
+    """No names or direct identifiers: only `identifiers` (`system` + `value`, unique within an
+    organization; one already in use there is 409 with the `patient_id` that holds it), sex,
+    birth year and the `organization_id` (optional when the API key holds one organization)."""
 
     def answer(out: PatientOut) -> Answer:
         return Answer(
             out,
-            AuditInfo("create-patient", out.id, "patient", out.id),
+            ctx.touched(out.id, "patient", out.id),
             status=201,
             headers={"Location": f"/v1/patients/{out.id}"},
         )
@@ -50,6 +50,7 @@ def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
     response_model=Page[PatientOut],
     responses=problem_responses(401, 403, 422, 429),
 )
+@audited("list-patients")
 def list_patients(
     ctx: ReadContext,
     identifier: Annotated[
@@ -64,21 +65,19 @@ def list_patients(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Response:
+    """Only the patients of the API key's organizations; each one returned is audited."""
+
+    def answer(page: Page[PatientOut]) -> Answer:
+        return Answer(page, ctx.touched(patient_ids=tuple(p.id for p in page.items)))
+
     if identifier is not None:
+        ctx.action = "search-patients"
         pair = service.parse_identifier_token(identifier)
         if pair is None:
             raise InvalidParameter("identifier", "must be `system|value` with both parts non-empty")
-        return ctx.read(
-            lambda s: Answer(
-                service.find_by_identifier(s, ctx.access, *pair), AuditInfo("search-patients")
-            )
-        )
+        return ctx.read(lambda s: answer(service.find_by_identifier(s, ctx.access, *pair)))
     size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
-    return ctx.read(
-        lambda s: Answer(
-            service.list_patients(s, ctx.access, size, cursor), AuditInfo("list-patients")
-        )
-    )
+    return ctx.read(lambda s: answer(service.list_patients(s, ctx.access, size, cursor)))
 
 
 @router.get(
@@ -87,10 +86,11 @@ def list_patients(
     response_model=PatientOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-patient")
 def get_patient(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
         lambda s: Answer(
             service.get_patient(s, ctx.access, patient_id),
-            AuditInfo("read-patient", patient_id, "patient", patient_id),
+            ctx.touched(patient_id, "patient", patient_id),
         )
     )

@@ -13,6 +13,7 @@ from app.api.context import (
     IfMatch,
     ReadContext,
     WriteContext,
+    audited,
     reason_given,
     record_answer,
 )
@@ -25,7 +26,6 @@ from app.schemas.records import (
     TreatmentVersionOut,
 )
 from app.services import treatments as service
-from app.services.audit import AuditInfo
 
 router = APIRouter(tags=["treatments"])
 RESOURCE = "treatment"
@@ -46,13 +46,14 @@ class TreatmentVersionPage(Page[TreatmentVersionOut]):
     status_code=201,
     responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429),
 )
+@audited("create-treatment")
 def create_treatment(patient_id: uuid.UUID, body: TreatmentIn, ctx: WriteContext) -> Response:
     return ctx.write(
         body,
         lambda s: record_answer(
+            ctx,
             service.create_treatment(s, ctx.access, patient_id, body),
             RESOURCE,
-            "create-treatment",
             201,
         ),
     )
@@ -64,13 +65,14 @@ def create_treatment(patient_id: uuid.UUID, body: TreatmentIn, ctx: WriteContext
     response_model=TreatmentPage,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("list-treatments")
 def list_treatments(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
         lambda s: Answer(
             TreatmentPage(
                 items=service.list_treatments(s, ctx.access, patient_id), next_cursor=None
             ),
-            AuditInfo("list-treatments", patient_id, "patient", patient_id),
+            ctx.touched(patient_id, "patient", patient_id),
         )
     )
 
@@ -81,11 +83,10 @@ def list_treatments(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
     response_model=TreatmentOut,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-treatment")
 def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
     return ctx.read(
-        lambda s: record_answer(
-            service.get_treatment(s, ctx.access, treatment_id), RESOURCE, "read-treatment"
-        )
+        lambda s: record_answer(ctx, service.get_treatment(s, ctx.access, treatment_id), RESOURCE)
     )
 
 
@@ -95,15 +96,16 @@ def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
     response_model=TreatmentOut,
     responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429),
 )
+@audited("amend-treatment")
 def amend_treatment(
     treatment_id: uuid.UUID, body: TreatmentAmend, ctx: WriteContext, if_match: IfMatch = None
 ) -> Response:
     return ctx.write(
         body,
         lambda s: record_answer(
+            ctx,
             service.amend_treatment(s, ctx.access, treatment_id, body, if_match),
             RESOURCE,
-            "amend-treatment",
         ),
     )
 
@@ -114,6 +116,7 @@ def amend_treatment(
     response_model=TreatmentOut,
     responses=problem_responses(400, 401, 403, 404, 412, 413, 415, 422, 429),
 )
+@audited("enter-in-error-treatment")
 def delete_treatment(
     treatment_id: uuid.UUID,
     ctx: WriteContext,
@@ -125,9 +128,9 @@ def delete_treatment(
     return ctx.write(
         ReasonIn(reason=why),
         lambda s: record_answer(
+            ctx,
             service.mark_entered_in_error(s, ctx.access, treatment_id, why, if_match),
             RESOURCE,
-            "enter-in-error-treatment",
         ),
     )
 
@@ -138,12 +141,13 @@ def delete_treatment(
     response_model=TreatmentVersionPage,
     responses=problem_responses(401, 403, 404, 422, 429),
 )
+@audited("read-treatment-history")
 def treatment_history(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
     def answer(history: tuple[uuid.UUID, list[TreatmentVersionOut]]) -> Answer:
         patient_id, versions = history
         return Answer(
             TreatmentVersionPage(items=versions, next_cursor=None),
-            AuditInfo("read-treatment-history", patient_id, RESOURCE, treatment_id),
+            ctx.touched(patient_id, RESOURCE, treatment_id),
         )
 
     return ctx.read(lambda s: answer(service.history(s, ctx.access, treatment_id)))
