@@ -286,6 +286,7 @@ class Drill:
                     select(AuditEvent.resource_id).where(
                         AuditEvent.action == "create-assessment",
                         AuditEvent.patient_id == pid,
+                        AuditEvent.status == 201,  # refusals (409 in flight ...) are audited too
                     )
                 ).all()
                 abandoned = s.execute(

@@ -10,6 +10,7 @@ leaves before what it reports, and its audit event, are durable.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -196,6 +197,25 @@ def _route_path(request: Request) -> str:
     return route.path if isinstance(route, APIRoute) else request.url.path
 
 
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+
+
+def _canonical(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
+def _canonical_path(request: Request) -> str:
+    """The request's path with every id in canonical form, so that one resource has one path
+    (an Idempotency-Key names one request, however its ids are spelled)."""
+    params = request.path_params
+    return _PATH_PARAMETER.sub(
+        lambda m: _canonical(str(params.get(m.group(1), m.group(0)))), _route_path(request)
+    )
+
+
 def _context(request: Request, access: Access, idempotency_key: str | None) -> RequestContext:
     state = runtime(request)
     return RequestContext(
@@ -204,7 +224,7 @@ def _context(request: Request, access: Access, idempotency_key: str | None) -> R
         access=access,
         method=request.method,
         route=_route_path(request),
-        path=request.url.path,
+        path=_canonical_path(request),
         idempotency_key=idempotency_key,
         action=audit_action_of(request.scope.get("route")) or "unaudited",
     )

@@ -23,6 +23,7 @@ CHAINED_FIELDS = (
     "route",
     "status",
     "organization_id",
+    "patient_id",
     "resource_type",
     "resource_id",
 )

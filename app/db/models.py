@@ -232,9 +232,8 @@ class IdempotencyKey(Base):
     who owns it."""
 
     __tablename__ = "idempotency_keys"
-    __table_args__ = (
-        UniqueConstraint("owner", "method", "path", "key", name="uq_idempotency_keys_scope"),
-    )
+    # One key names one request of its owner (method and canonical path are checked on reuse).
+    __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     owner: Mapped[str] = mapped_column(String(100))
@@ -244,6 +243,9 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(index=True)
     lease_until: Mapped[datetime]
+    # The fencing token of the claim that holds the key: a takeover replaces it, so the
+    # request that lost the key cannot store its answer (nor commit its work).
+    token: Mapped[str] = mapped_column(String(32))
     response_status: Mapped[int | None]
     response_body: Mapped[str | None] = mapped_column(Text)
     response_headers: Mapped[dict[str, Any] | None]

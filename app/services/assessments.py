@@ -15,11 +15,17 @@ from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.models import Assessment
-from app.errors import BaselineExists, InvalidParameter
+from app.errors import BaselineExists
 from app.schemas.common import Page
 from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
 from app.services import versioning
-from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
+from app.services.pagination import (
+    cursor_date,
+    cursor_datetime,
+    cursor_uuid,
+    decode_cursor,
+    encode_cursor,
+)
 from app.services.patients import ensure_patient, require_record
 from app.services.scoring import compute_scores
 
@@ -200,14 +206,7 @@ def list_assessments(
         query = query.where(Assessment.visit == visit)
     if cursor:
         values = decode_cursor(cursor, 3)
-        try:
-            after = (
-                date.fromisoformat(values[0]),
-                cursor_datetime(values[1]),
-                uuid.UUID(values[2]),
-            )
-        except (TypeError, ValueError):
-            raise InvalidParameter("cursor", "is not a cursor this service issued") from None
+        after = (cursor_date(values[0]), cursor_datetime(values[1]), cursor_uuid(values[2]))
         query = query.where(
             tuple_(Assessment.assessed_on, Assessment.recorded_at, Assessment.id) > after
         )

@@ -23,10 +23,9 @@ from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
-from app.db.audit_chain import GENESIS, chain_hash
+from app.db.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
 from app.db.models import Assessment, AuditEvent, AuditEventPatient, Patient, Treatment, table_of
-from app.errors import InvalidParameter
-from app.services.pagination import decode_cursor, encode_cursor
+from app.services.pagination import cursor_int, decode_cursor, encode_cursor, utc_parameter
 
 CHAIN_LOCK_KEY = 0x5053535F41554454  # "PSS_AUDT": the advisory lock that orders appends
 
@@ -217,21 +216,7 @@ def verify_chain(session: Session) -> tuple[int, BrokenLink | None]:
                 "its previous hash is not the hash of the event before it "
                 "(an event before it was removed or altered)",
             )
-        fields = {
-            name: getattr(e, name)
-            for name in (
-                "occurred_at",
-                "key_id",
-                "key_name",
-                "action",
-                "method",
-                "route",
-                "status",
-                "organization_id",
-                "resource_type",
-                "resource_id",
-            )
-        }
+        fields = {name: getattr(e, name) for name in CHAINED_FIELDS}
         if chain_hash(prev, fields, patients) != e.chain_hash:
             return count, BrokenLink(e.id, "its content does not match its hash (it was altered)")
         prev = e.chain_hash
@@ -273,20 +258,15 @@ def list_events(session: Session, where: AuditFilter, limit: int, cursor: str | 
         query = query.where(AuditEvent.key_name == where.key_name)
     if where.action is not None:
         query = query.where(AuditEvent.action == where.action)
-    for name, value in (("since", where.since), ("until", where.until)):
-        if value is not None and value.tzinfo is None:
-            raise InvalidParameter(
-                name, "must include a time zone offset, e.g. 2026-01-01T00:00:00Z"
-            )
-    if where.since is not None:
-        query = query.where(AuditEvent.occurred_at >= where.since)
-    if where.until is not None:
-        query = query.where(AuditEvent.occurred_at < where.until)
+    since = utc_parameter("since", where.since)
+    until = utc_parameter("until", where.until)
+    if since is not None:
+        query = query.where(AuditEvent.occurred_at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.occurred_at < until)
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int):
-            raise InvalidParameter("cursor", "is not a cursor this service issued")
-        query = query.where(AuditEvent.id > last_id)
+        query = query.where(AuditEvent.id > cursor_int(last_id))
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,12 +43,17 @@ class StoredResponse:
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """A held key. `token` is its fencing token: whoever takes the key over gets a new one."""
+
     claim_id: int
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
 class KeyScope:
-    """A key is unique per owner (the API key's name), method and path."""
+    """A key belongs to its owner (the API key's name) and names one request: its method and
+    its canonical path (route and resource, ids in canonical form). Reusing it for another is
+    422, as Stripe does."""
 
     owner: str
     method: str
@@ -102,51 +108,64 @@ def run_once(
 def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Claim | StoredResponse:
     now = datetime.now(UTC)
     lease_until = now + timedelta(seconds=policy.lease_seconds)
-    retention = policy.retention
-    owner, method, path, key = key_scope.owner, key_scope.method, key_scope.path, key_scope.key
-    scope = (
-        IdempotencyKey.owner == owner,
-        IdempotencyKey.method == method,
-        IdempotencyKey.path == path,
-        IdempotencyKey.key == key,
-    )
+    token = secrets.token_hex(16)
+    fresh = {
+        "method": key_scope.method,
+        "path": key_scope.path,
+        "request_hash": digest,
+        "created_at": now,
+        "lease_until": lease_until,
+        "token": token,
+    }
     with db.transaction() as session:
         try:
             with session.begin_nested():
                 new_id = session.scalar(
                     insert(IdempotencyKey)
-                    .values(
-                        owner=owner,
-                        method=method,
-                        path=path,
-                        key=key,
-                        request_hash=digest,
-                        created_at=now,
-                        lease_until=lease_until,
-                    )
+                    .values(owner=key_scope.owner, key=key_scope.key, **fresh)
                     .returning(IdempotencyKey.id)
                 )
             assert new_id is not None
-            return Claim(new_id)
+            return Claim(new_id, token)
         except IntegrityError:
             pass
-        row = session.execute(select(IdempotencyKey).where(*scope)).scalar_one()
-        if row.created_at < now - retention:
-            # Expired: forget the old use and claim afresh.
-            session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.id == row.id)
-                .values(
-                    request_hash=digest,
-                    created_at=now,
-                    lease_until=lease_until,
-                    response_status=None,
-                    response_body=None,
-                    response_headers=None,
-                    response_audit=None,
+        row = session.execute(
+            select(IdempotencyKey).where(
+                IdempotencyKey.owner == key_scope.owner, IdempotencyKey.key == key_scope.key
+            )
+        ).scalar_one()
+
+        def take_over(*conditions: Any, **changes: Any) -> Claim:
+            """Compare-and-set on the token the key had when read: of racing retries one wins."""
+            taken = affected_rows(
+                session.execute(
+                    update(IdempotencyKey)
+                    .where(
+                        IdempotencyKey.id == row.id, IdempotencyKey.token == row.token, *conditions
+                    )
+                    .values(lease_until=lease_until, token=token, **changes)
                 )
             )
-            return Claim(row.id)
+            if taken != 1:
+                raise IdempotencyInFlight(
+                    "another request with this Idempotency-Key is being processed; retry later"
+                )
+            return Claim(row.id, token)
+
+        if row.created_at < now - policy.retention:
+            # Expired: forget the old use and claim afresh.
+            return take_over(
+                **fresh,
+                response_status=None,
+                response_body=None,
+                response_headers=None,
+                response_audit=None,
+            )
+        if (row.method, row.path) != (key_scope.method, key_scope.path):
+            raise IdempotencyKeyReused(
+                f"this Idempotency-Key was used for another request ({row.method} {row.path}); "
+                "use a new key"
+            )
         if row.request_hash != digest:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request body; use a new key"
@@ -162,37 +181,47 @@ def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Cla
             raise IdempotencyInFlight(
                 "the first request with this Idempotency-Key is still being processed; retry later"
             )
-        # The first request died without finishing: take over its claim (compare-and-set).
-        taken = affected_rows(
-            session.execute(
-                update(IdempotencyKey)
-                .where(IdempotencyKey.id == row.id, IdempotencyKey.lease_until == row.lease_until)
-                .values(lease_until=lease_until)
-            )
-        )
-        if taken != 1:
-            raise IdempotencyInFlight("another retry took over this Idempotency-Key; retry later")
-        return Claim(row.id)
+        # The first request outlived its lease (it died, or is stuck): take its claim over, but
+        # never once it has stored its answer.
+        return take_over(IdempotencyKey.response_status.is_(None))
 
 
 def complete(session: Session, claimed: Claim, response: StoredResponse) -> None:
-    session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claimed.claim_id)
-        .values(
-            response_status=response.status,
-            response_body=response.body,
-            response_headers=response.headers,
-            response_audit=response.audit,
+    """Store the answer, in the work's own transaction, only while this claim still holds the
+    key (its fencing token): a request that outlived its lease and was taken over by a retry
+    fails here, and its work rolls back with it, so the retry's answer stands."""
+    stored = affected_rows(
+        session.execute(
+            update(IdempotencyKey)
+            .where(
+                IdempotencyKey.id == claimed.claim_id,
+                IdempotencyKey.token == claimed.token,
+                IdempotencyKey.response_status.is_(None),
+            )
+            .values(
+                response_status=response.status,
+                response_body=response.body,
+                response_headers=response.headers,
+                response_audit=response.audit,
+            )
         )
     )
+    if stored != 1:
+        raise IdempotencyInFlight(
+            "this request outlived its Idempotency-Key lease and a retry took the key over: "
+            "nothing was stored; retry to get the retry's answer"
+        )
 
 
 def release(db: Database, claimed: Claim) -> None:
+    """Forget a claim whose request failed (failures are not remembered), unless another
+    request holds the key by now."""
     with db.transaction() as session:
         session.execute(
             delete(IdempotencyKey).where(
-                IdempotencyKey.id == claimed.claim_id, IdempotencyKey.response_status.is_(None)
+                IdempotencyKey.id == claimed.claim_id,
+                IdempotencyKey.token == claimed.token,
+                IdempotencyKey.response_status.is_(None),
             )
         )
 

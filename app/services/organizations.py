@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.models import Organization
-from app.errors import Conflict, InvalidInput, InvalidParameter
-from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
+from app.errors import Conflict, InvalidInput
+from app.services.pagination import cursor_datetime, cursor_uuid, decode_cursor, encode_cursor
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +38,7 @@ def list_organizations(
     query = select(Organization).order_by(Organization.created_at, Organization.id)
     if cursor:
         created_at, org_id = decode_cursor(cursor, 2)
-        try:
-            after = (cursor_datetime(created_at), uuid.UUID(str(org_id)))
-        except (TypeError, ValueError):
-            raise InvalidParameter("cursor", "is not a cursor this service issued") from None
+        after = (cursor_datetime(created_at), cursor_uuid(org_id))
         query = query.where(tuple_(Organization.created_at, Organization.id) > after)
     rows = list(session.scalars(query.limit(limit + 1)))
     more = len(rows) > limit

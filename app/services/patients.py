@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.models import Assessment, Patient, PatientIdentifier, Treatment
-from app.errors import IdentifierInUse, InvalidParameter, NotFound
+from app.errors import IdentifierInUse, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
 from app.services.organizations import organization_for_new_patient
-from app.services.pagination import cursor_datetime, decode_cursor, encode_cursor
+from app.services.pagination import cursor_datetime, cursor_uuid, decode_cursor, encode_cursor
 
 Record = TypeVar("Record", Assessment, Treatment)
 
@@ -197,12 +197,7 @@ def list_patients(
     )
     if cursor:
         created_at, patient_id = decode_cursor(cursor, 2)
-        try:
-            after = (cursor_datetime(created_at), uuid.UUID(patient_id))
-        except (TypeError, ValueError):
-            after = None
-        if after is None:
-            raise InvalidParameter("cursor", "is not a cursor this service issued")
+        after = (cursor_datetime(created_at), cursor_uuid(patient_id))
         query = query.where(tuple_(Patient.created_at, Patient.id) > after)
     rows = list(session.scalars(query))
     more = len(rows) > limit

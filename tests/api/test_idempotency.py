@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from app import errors
+from app.auth.access import DEV_ACCESS
 from app.main import create_app
-from app.schemas.records import AssessmentIn
-from app.services import idempotency
+from app.schemas.records import AssessmentIn, PatientIn
+from app.services import idempotency, patients
 from tests.api.helpers import (
     all_pages,
     amend_body,
@@ -179,24 +181,30 @@ def test_a_key_whose_first_request_is_in_flight_is_409_until_its_lease_expires(
 # --- scope ------------------------------------------------------------------------------------
 
 
-def test_a_key_is_scoped_to_the_path(client: TestClient) -> None:
+def test_a_key_names_one_request_so_reusing_it_on_another_path_is_422(
+    client: TestClient,
+) -> None:
+    """Stripe's rule (and issue 11): a key used for one request cannot run another, whether
+    the other is another patient's assessments or another endpoint; nothing new is stored."""
     first_patient = new_patient(client, "S-1")["id"]
     second_patient = new_patient(client, "S-2")["id"]
     body = assessment_body("2020-01-01")
     a = client.post(_assessments_url(first_patient), json=body, headers=_key("week-0"))
+    assert a.status_code == 201, a.text
     b = client.post(_assessments_url(second_patient), json=body, headers=_key("week-0"))
-    assert a.status_code == b.status_code == 201, (a.text, b.text)
-    assert REPLAYED not in b.headers
-    assert a.json()["id"] != b.json()["id"]
-    assert b.json()["patient_id"] == second_patient
-    assert _count(client, first_patient) == _count(client, second_patient) == 1
-
-    # A different body on the other path is fine too: the key is not shared.
+    problem(b, 422)
+    assert "another request" in b.json()["detail"]
     c = client.post("/v1/patients", json=patient_body("S-3"), headers=_key("week-0"))
-    assert c.status_code == 201, c.text
+    problem(c, 422)
+    assert _count(client, first_patient) == 1
+    assert _count(client, second_patient) == 0
+    # The key still answers for its own request.
+    _assert_replay_of(
+        a, client.post(_assessments_url(first_patient), json=body, headers=_key("week-0"))
+    )
 
 
-def test_a_key_is_scoped_to_the_method(client: TestClient) -> None:
+def test_a_key_names_one_method_too(client: TestClient) -> None:
     pid = new_patient(client)["id"]
     created = new_assessment(client, pid, "2020-01-01", iga=4)
     url = f"/v1/assessments/{created['id']}"
@@ -205,9 +213,24 @@ def test_a_key_is_scoped_to_the_method(client: TestClient) -> None:
     )
     assert put.status_code == 200, put.text
     delete = client.request("DELETE", url, params={"reason": "dup"}, headers=_key("same"))
-    assert delete.status_code == 200, delete.text
-    assert REPLAYED not in delete.headers
-    assert delete.json()["status"] == "entered-in-error"
+    problem(delete, 422)
+    assert client.get(url).json()["status"] == "active"
+
+
+def test_every_spelling_of_one_patient_id_is_one_request_for_a_key(client: TestClient) -> None:
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01")
+    spellings = [pid, pid.upper(), pid.replace("-", ""), "{" + pid + "}", "urn:uuid:" + pid]
+    answers = [
+        client.post(f"/v1/patients/{s}/assessments", json=body, headers=_key("one-visit"))
+        for s in spellings
+    ]
+    accepted = [r for r in answers if r.status_code < 300]
+    assert accepted, [r.text for r in answers]
+    assert accepted[0].status_code == 201
+    assert len(accepted) >= 3  # the spellings the UUID parser accepts: one request for all
+    assert all(r.headers.get(REPLAYED) == "true" for r in accepted[1:])
+    assert _count(client, pid) == 1
 
 
 def test_another_api_key_using_the_same_idempotency_key_is_independent(
@@ -333,3 +356,55 @@ def test_keys_survive_a_new_app_instance(
             422,
         )
     assert _count(client, pid) == 1
+
+
+# --- fencing ----------------------------------------------------------------------------------
+
+
+def test_a_request_that_outlived_its_lease_cannot_store_its_work_after_a_retry_took_over(
+    client: TestClient,
+) -> None:
+    """Kleppmann's fencing token: the first claim's lease runs out (a lock wait, a slow disk), a
+    retry takes the key over with a new token; when the first request then tries to finish, its
+    answer and its work roll back together, and the retry's answer is the one that stands."""
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
+    retention = timedelta(hours=48)
+    scope = idempotency.KeyScope("bootstrap-admin", "POST", "/v1/patients", "slow-disk")
+    digest = idempotency.request_hash({"identifiers": "x"})
+    first = idempotency.claim(db, scope, digest, idempotency.Policy(0, retention))
+    retry = idempotency.claim(db, scope, digest, idempotency.Policy(60, retention))
+    assert isinstance(first, idempotency.Claim)
+    assert isinstance(retry, idempotency.Claim)
+    assert retry.claim_id == first.claim_id
+    assert retry.token != first.token
+
+    def work(session: Any, value: str) -> idempotency.StoredResponse:
+        out = patients.create_patient(
+            session, DEV_ACCESS, PatientIn.model_validate(patient_body(value))
+        )
+        return idempotency.StoredResponse(201, out.model_dump_json(), {})
+
+    with pytest.raises(errors.IdempotencyInFlight), db.transaction() as session:
+        idempotency.complete(session, first, work(session, "late"))
+    idempotency.release(db, first)  # the loser's clean-up leaves the retry's claim alone
+    with db.transaction() as session:
+        idempotency.complete(session, retry, work(session, "retry"))
+
+    listed = client.get("/v1/patients").json()["items"]
+    assert [p["identifiers"][0]["value"] for p in listed] == ["retry"]
+    stored = idempotency.claim(db, scope, digest, idempotency.Policy(60, retention))
+    assert isinstance(stored, idempotency.StoredResponse)
+    assert stored.status == 201
+
+
+def test_a_stored_answer_cannot_be_taken_over_even_after_its_lease(client: TestClient) -> None:
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
+    retention = timedelta(hours=48)
+    scope = idempotency.KeyScope("bootstrap-admin", "POST", "/v1/patients", "done")
+    digest = idempotency.request_hash({"n": 1})
+    claimed = idempotency.claim(db, scope, digest, idempotency.Policy(0, retention))
+    assert isinstance(claimed, idempotency.Claim)
+    with db.transaction() as session:
+        idempotency.complete(session, claimed, idempotency.StoredResponse(201, "{}", {}))
+    again = idempotency.claim(db, scope, digest, idempotency.Policy(60, retention))
+    assert isinstance(again, idempotency.StoredResponse)
