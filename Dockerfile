@@ -6,6 +6,10 @@
 #   DATABASE_URL     SQLAlchemy URL (default: SQLite file in the /app/data volume)
 #   PORT             listen port (default 8000)
 #   WEB_CONCURRENCY  uvicorn worker processes (default 2)
+#   HTTP_MAX_HEADER_BYTES, HTTP_HEADER_TIMEOUT_SECONDS, HTTP_BODY_TIMEOUT_SECONDS
+#                    connection limits (16384 bytes, 10 s, 30 s; README "Connection limits");
+#                    the entrypoint adds uvicorn's --timeout-keep-alive 5 and
+#                    --limit-concurrency 100 (per worker)
 #
 # Mount persistent storage at /app/data when using the default SQLite URL.
 # `docker run IMAGE alembic current` runs a one-off command instead of the server.
@@ -36,6 +40,7 @@ FROM python:3.11.11-slim-bookworm AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \
+    ENVIRONMENT=production \
     DATABASE_URL=sqlite:////app/data/psoriasis.db \
     PORT=8000 \
     WEB_CONCURRENCY=2
@@ -44,7 +49,8 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --no-log-init --uid 10001 --gid app \
         --home-dir /app --no-create-home --shell /usr/sbin/nologin app \
     && mkdir -p /app/data \
-    && chown app:app /app/data
+    && chown app:app /app/data \
+    && chmod 0700 /app/data
 
 WORKDIR /app
 

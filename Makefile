@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --loop uvloop --http httptools
+	$(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --loop uvloop --http app.server:BoundedHttpToolsProtocol --timeout-keep-alive 5 --limit-concurrency 100
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

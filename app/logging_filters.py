@@ -1,5 +1,11 @@
-"""Keep patient identifiers out of access logs: `GET /v1/patients?identifier=system|value` puts
-them in the query string, so uvicorn's access log records only the path."""
+"""Keep patient data out of the logs.
+
+- `GET /v1/patients?identifier=system|value` puts identifiers in the query string, so uvicorn's
+  access log records only the path.
+- An exception that reaches uvicorn is logged by it with its traceback, and a database error's
+  message quotes the values it refused (PostgreSQL's `DETAIL: Key (system, value)=(...)`, SQL
+  parameters): uvicorn's error log keeps only the exception's class.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,22 @@ class StripQueryString(logging.Filter):
         return True
 
 
+class OnlyExceptionClass(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__}; details withheld)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _add(logger_name: str, kind: type[logging.Filter]) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
+
+
 def install() -> None:
-    logger = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, StripQueryString) for f in logger.filters):
-        logger.addFilter(StripQueryString())
+    _add("uvicorn.access", StripQueryString)
+    _add("uvicorn.error", OnlyExceptionClass)

@@ -18,9 +18,23 @@ from starlette.concurrency import run_in_threadpool
 
 from app import logging_filters
 from app.api.context import audit_refusal
+from app.api.docs import install_docs
 from app.api.middleware import BodyGuard, SecurityHeaders
 from app.api.problems import install_problem_handlers
-from app.api.routes import admin, assessments, health, outcomes, patients, scores, treatments
+from app.api.routes import (
+    admin,
+    assessments,
+    batch,
+    charts,
+    cohorts,
+    exports,
+    fhir,
+    health,
+    outcomes,
+    patients,
+    scores,
+    treatments,
+)
 from app.api.state import Runtime
 from app.auth.guards import KeyCache, RateLimiter
 from app.db.database import Database
@@ -93,6 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db=db,
             key_cache=KeyCache(settings.auth_cache_seconds),
             rate_limiter=RateLimiter(settings.rate_limit_per_minute),
+            failed_auth_limiter=RateLimiter(
+                settings.failed_auth_per_minute, what="failed authentications from this address"
+            ),
         )
         _announce_startup(settings, db)
         stop_purging = asyncio.Event()
@@ -110,10 +127,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         license_info={"name": "MIT"},
+        docs_url=None,  # served from local assets by app.api.docs
+        redoc_url=None,
+        # No automatic trailing-slash redirects: they answered with a Location built from the
+        # request's Host header (an open redirect on a misconfigured proxy); `/x/` is a 404.
+        redirect_slashes=False,
     )
     logging_filters.install()
     install_problem_handlers(app, audit_refusal)
-    for module in (health, scores, patients, assessments, treatments, outcomes, admin):
+    install_docs(app)
+    routers = (
+        health,
+        scores,
+        patients,
+        batch,
+        assessments,
+        treatments,
+        outcomes,
+        cohorts,
+        charts,
+        admin,
+        fhir,
+        exports,
+    )
+    for module in routers:
         app.include_router(module.router)
     if settings.cors_origins:
         app.add_middleware(

@@ -64,8 +64,33 @@ class Settings(BaseSettings):
         "on the worker that revoked it and within this many seconds on every other; 0 checks "
         "the database on every request.",
     )
+    failed_auth_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Failed authentications per minute per client address and worker before "
+        "429; 0 = off.",
+    )
     rate_limit_per_minute: int = Field(
         default=6000, ge=0, description="Requests per minute per API key and worker; 0 = off."
+    )
+
+    # Connection limits, enforced by the run command's HTTP protocol (app/server.py,
+    # docs/decisions/0007-connection-limits.md); uvicorn's flags set keep-alive and concurrency.
+    http_max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="The request line and headers together may be at most this long (431).",
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="A request head must be complete this long after the connection opens (or, "
+        "kept alive, after its first byte); else 408, or a silent close if nothing came.",
+    )
+    http_body_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A request body must be complete this long after its head (else 408).",
     )
 
     @model_validator(mode="after")

@@ -219,24 +219,22 @@ def bulk_assessments(
 ) -> None:
     """Store `count` assessments for a patient through the service layer (the same code path as
     POST, minus HTTP, audit and idempotency), `batch` per transaction."""
+    from app.auth.access import Access
+    from app.auth.keys import ALL_SCOPES
     from app.db.database import Database
     from app.schemas.records import AssessmentIn
     from app.services import assessments as service
-    from app.services.scoring import compute_scores
 
     db = Database(database_url)
+    seeder = Access(None, recorded_by, ALL_SCOPES)  # spans every organization, as admin does
     try:
         pid = uuid.UUID(patient_id)
-        computed_cache: dict[int, Any] = {}
         done = 0
         while done < count:
             with db.transaction() as session:
                 for step in range(done, min(count, done + batch)):
                     body = AssessmentIn.model_validate(assessment_body(step))
-                    key = step % len(_SEVERITIES)
-                    if key not in computed_cache:
-                        computed_cache[key] = compute_scores(body)
-                    service.create_assessment(session, pid, body, computed_cache[key], recorded_by)
+                    service.create_assessment(session, seeder, pid, body)
             done = min(count, done + batch)
     finally:
         db.dispose()

@@ -18,5 +18,7 @@ exec uvicorn --factory app.main:create_app \
     --port "${PORT:-8000}" \
     --workers "${WEB_CONCURRENCY:-2}" \
     --loop uvloop \
-    --http httptools \
+    --http app.server:BoundedHttpToolsProtocol \
+    --timeout-keep-alive 5 \
+    --limit-concurrency 100 \
     --proxy-headers

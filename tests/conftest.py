@@ -46,11 +46,13 @@ def data_dir(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
+    """The service's settings for a test. Failed authentications are not limited (route tables
+    send wrong keys to every route on purpose) unless a test asks for a limit."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
         data_dir=data_dir,
-        **overrides,
+        **{"failed_auth_per_minute": 0, **overrides},
     )
 
 

@@ -26,8 +26,9 @@ def free_port() -> int:
 
 
 def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
-    """How production runs the service (uvloop + httptools); the benchmarks' bare app uses the
-    same command so that their ratios compare like with like."""
+    """How production runs the service (uvloop + httptools, bounded by app.server's protocol and
+    the keep-alive and concurrency flags); the benchmarks' bare app uses the same command so that
+    their ratios compare like with like."""
     return [
         sys.executable,
         "-m",
@@ -43,7 +44,11 @@ def uvicorn_command(app: str, port: int, workers: int) -> list[str]:
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        "app.server:BoundedHttpToolsProtocol",
+        "--timeout-keep-alive",
+        "5",
+        "--limit-concurrency",
+        "100",
         "--log-level",
         "warning",
     ]
@@ -157,6 +162,7 @@ class LiveServer(UvicornProcess):
                 "DATABASE_URL": database_url,
                 "DATA_DIR": str(data_dir),
                 "RATE_LIMIT_PER_MINUTE": "0",
+                "FAILED_AUTH_PER_MINUTE": "0",
                 **(extra_env or {}),
             },
             ready_path="/readyz",

@@ -112,6 +112,14 @@ def test_final_stage_runs_as_non_root_user() -> None:
     assert user not in {"", "root", "0"}, f"final stage runs as {users[-1]!r}"
 
 
+def test_the_container_runs_in_production_mode_with_a_private_data_folder() -> None:
+    stage = _final_stage(DOCKERFILE.read_text())
+    env = " ".join(args for keyword, args in stage if keyword == "ENV")
+    assert re.search(r"\bENVIRONMENT=production\b", env), env  # refuses AUTH_DISABLED
+    runs = " ".join(args for keyword, args in stage if keyword == "RUN")
+    assert "chmod 0700 /app/data" in runs
+
+
 def test_final_stage_uses_entrypoint_script() -> None:
     stage = _final_stage(DOCKERFILE.read_text())
     entrypoints = [args for keyword, args in stage if keyword == "ENTRYPOINT"]

@@ -22,7 +22,9 @@ from app.services.api_keys import verify_token
 
 bearer = HTTPBearer(
     auto_error=False,
-    description="An API key: `Authorization: Bearer pss_...`. Create keys with `psoriasis-keys`.",
+    description="Paste only the API key itself (`pss_...`), without the word `Bearer`: it is "
+    "sent as `Authorization: Bearer pss_...`. The first start writes an admin key to "
+    "`data/admin-api-key.txt`; create more with `psoriasis-keys`.",
 )
 
 
@@ -41,10 +43,15 @@ async def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("send an API key as `Authorization: Bearer <key>`")
     token = credentials.credentials
+    if token[:7].lower() == "bearer ":  # "Bearer " pasted into Swagger's Authorize dialog too
+        token = token[7:].strip()
     access = state.key_cache.get(token)
     if access is None:
         access = await run_in_threadpool(_verify, state.db, token)
         if access is None:
+            # Guessing keys costs a database lookup each: failures are limited per address.
+            address = request.client.host if request.client else "unknown"
+            state.failed_auth_limiter.check(f"failed-auth:{address}")
             raise Unauthenticated("the API key is not valid or has been revoked")
         state.key_cache.put(token, access)
     state.rate_limiter.check(str(access.key_id))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -103,6 +103,9 @@ class RequestContext:
     idempotency_key: str | None
     action: str
 
+    def page_size(self, limit: int | None) -> int:
+        return min(limit or self.settings.default_page_size, self.settings.max_page_size)
+
     def touched(
         self,
         patient_id: uuid.UUID | None = None,
@@ -123,14 +126,25 @@ class RequestContext:
         return answer
 
     def read(self, work: Callable[[Session], Answer]) -> Response:
+        """Run `work` in a read transaction (on SQLite: without the write lock, so a long read
+        never stalls writers or other readers' audits), then commit its audit event in a short
+        write of its own; the answer leaves only after both."""
+        with self.db.read() as session:
+            answer = work(session)
+        with self.db.transaction() as session:
+            self._audit(session, answer.audit, answer.status)
+        return json_response(answer.status, serialize(answer.body), answer.headers)
+
+    def _write_now(self, work: Callable[[Session], Answer]) -> Response:
         with self.db.transaction() as session:
             answer = self._answer_in(session, work)
         return json_response(answer.status, serialize(answer.body), answer.headers)
 
     def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
-        """`read`, made retry-safe when the request carries an `Idempotency-Key`."""
+        """Run `work` and its audit event in one write transaction, made retry-safe when the
+        request carries an `Idempotency-Key`."""
         if self.idempotency_key is None:
-            return self.read(work)
+            return self._write_now(work)
         scope = idempotency.KeyScope(
             owner=self.access.name,
             method=self.method,
@@ -301,9 +315,17 @@ ReadContext = Annotated[RequestContext, Depends(read_context)]
 WriteContext = Annotated[RequestContext, Depends(write_context)]
 AdminContext = Annotated[RequestContext, Depends(admin_context)]
 
+Limit = Annotated[int | None, Query(ge=1, le=200, description="Page size (default 50, max 200)")]
+Cursor = Annotated[str | None, Query(max_length=500, description="From `next_cursor`")]
+
 IfMatch = Annotated[
     str | None,
-    Header(alias="If-Match", max_length=200, description="The ETag from your last read"),
+    Header(
+        alias="If-Match",
+        max_length=200,
+        description="Copy the `ETag` response header of your last GET of this record, quotes "
+        'included (e.g. `"1"`); `*` matches any version',
+    ),
 ]
 
 

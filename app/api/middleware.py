@@ -12,10 +12,10 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.problems import problem_response
+from app.api.problems import as_operation_outcome, is_fhir_path, problem_response
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
 
@@ -53,7 +53,7 @@ def strict_json_error(body: bytes) -> str | None:
     return None
 
 
-def _nul_in_query(query_string: bytes) -> Response:
+def _nul_in_query(query_string: bytes) -> JSONResponse:
     """A parameter value with U+0000: well-formed, but no field accepts it (PostgreSQL text cannot
     hold it), so it is refused as an invalid value, naming the parameter."""
     pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
@@ -68,6 +68,12 @@ def _nul_in_query(query_string: bytes) -> Response:
     )
 
 
+def _for_path(scope: Scope, response: JSONResponse) -> JSONResponse:
+    """Under /fhir a refusal is an OperationOutcome, as every other error there."""
+    path = str(scope.get("path", ""))
+    return as_operation_outcome(path, response) if is_fhir_path(path) else response
+
+
 class BodyGuard:
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -75,7 +81,7 @@ class BodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and b"%00" in scope.get("query_string", b""):
-            await _nul_in_query(scope["query_string"])(scope, receive, send)
+            await _for_path(scope, _nul_in_query(scope["query_string"]))(scope, receive, send)
             return
         if scope["type"] != "http" or scope["method"].encode() not in _BODY_METHODS:
             await self.app(scope, receive, send)
@@ -101,20 +107,22 @@ class BodyGuard:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if body.strip():
-            content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+            # Media types are case-insensitive (RFC 9110 §8.3.1); a body without one is 415 too.
+            declared_type = headers.get(b"content-type")
+            content_type = (declared_type or b"").split(b";")[0].strip().lower()
             if content_type != b"application/json" and not content_type.endswith(b"+json"):
-                await problem_response(
+                unsupported = problem_response(
                     415,
                     "unsupported-media-type",
                     "Unsupported media type",
                     "send the body as application/json",
-                )(scope, receive, send)
+                )
+                await _for_path(scope, unsupported)(scope, receive, send)
                 return
             problem = strict_json_error(body)
             if problem is not None:
-                await problem_response(400, "malformed-request", "Malformed request", problem)(
-                    scope, receive, send
-                )
+                malformed = problem_response(400, "malformed-request", "Malformed request", problem)
+                await _for_path(scope, malformed)(scope, receive, send)
                 return
         replayed = False
 
@@ -128,12 +136,15 @@ class BodyGuard:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(
-            413,
-            "content-too-large",
-            "Request body too large",
-            f"the request body exceeds {self.max_body_bytes} bytes",
-            headers={"Connection": "close"},
+        response = _for_path(
+            scope,
+            problem_response(
+                413,
+                "content-too-large",
+                "Request body too large",
+                f"the request body exceeds {self.max_body_bytes} bytes",
+                headers={"Connection": "close"},
+            ),
         )
         await response(scope, receive, send)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,8 +15,11 @@ from starlette.routing import Match
 
 from app import errors
 from app.api.validation import describe_validation_errors
+from app.formats import fhir
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+MAX_ERRORS = 100
+"""The most `errors` items one problem lists (`errors_omitted` counts the others)."""
 PROBLEM_BASE = "https://psoriasis-scoring.dev/problems/"
 log = logging.getLogger("app.errors")
 
@@ -92,12 +96,19 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         return problem_response(
             400, "malformed-request", "Malformed request", "the request body is not valid JSON"
         )
-    items = describe_validation_errors(request, raw)
+    items = describe_validation_errors(request, raw[: MAX_ERRORS + 1])
+    extra: dict[str, Any] = {}
+    if len(raw) > MAX_ERRORS:
+        # A large invalid body can break thousands of rules: name the first ones, count the rest.
+        items = items[:MAX_ERRORS]
+        extra["errors_omitted"] = len(raw) - MAX_ERRORS
     detail = "; ".join(
         f"{i.get('pointer', i.get('parameter', ''))}: {i['detail']}" for i in items[:5]
     )
+    if extra:
+        detail += f" (and {extra['errors_omitted'] + len(items) - 5} more)"
     return problem_response(
-        422, "validation-error", "Invalid input", detail or "invalid input", errors=items
+        422, "validation-error", "Invalid input", detail or "invalid input", errors=items, **extra
     )
 
 
@@ -153,16 +164,64 @@ def _audited(handler: Handler, on_refusal: OnRefusal) -> Handler:
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         response = await handler(request, exc)
-        if await on_refusal(request, response.status_code):
-            return response
-        return problem_response(
-            500,
-            "internal-error",
-            "Internal server error",
-            "the server could not complete the request",
-        )
+        if not await on_refusal(request, response.status_code):
+            response = problem_response(
+                500,
+                "internal-error",
+                "Internal server error",
+                "the server could not complete the request",
+            )
+        if is_fhir_path(request.url.path):
+            return as_operation_outcome(request.url.path, response)
+        return response
 
     return handle
+
+
+# Under /fhir every error is an OperationOutcome (same status, same headers) instead.
+FHIR_PREFIX = "/fhir"
+FHIR_MEDIA_TYPE = "application/fhir+json"
+
+
+def is_fhir_path(path: str) -> bool:
+    return path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")
+
+
+def _fhirpath(path: str, pointer: str) -> str:
+    """FHIRPath of a JSON pointer into the posted resource (`/component/3/code` ->
+    `Observation.component[3].code`)."""
+    expression = path.removeprefix(FHIR_PREFIX + "/").split("/")[0] or "Resource"
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        expression += f"[{part}]" if part.isdigit() else f".{part}"
+    return expression
+
+
+def as_operation_outcome(path: str, problem: JSONResponse) -> JSONResponse:
+    """The FHIR answer of a problem: one issue per listed error, with its element's FHIRPath
+    (an `expression` the FHIR facade set, else the JSON pointer's); a query parameter is named
+    in the diagnostics, as it is no element."""
+    body = json.loads(bytes(problem.body))
+    issues = []
+    for item in body.get("errors", []):
+        expression = item.get("expression")
+        if expression is None and "pointer" in item:
+            expression = _fhirpath(path, item["pointer"])
+        name = item.get("parameter")
+        diagnostics = f"{name}: {item['detail']}" if name else str(item["detail"])
+        issues.append(fhir.OutcomeIssue(diagnostics, [expression] if expression else None))
+    if not issues:
+        issues.append(fhir.OutcomeIssue(str(body.get("detail") or body.get("title", ""))))
+    status = problem.status_code
+    headers = {
+        k: v for k, v in problem.headers.items() if k not in ("content-length", "content-type")
+    }
+    return JSONResponse(
+        fhir.operation_outcome_issues(status, issues),
+        status_code=status,
+        media_type=FHIR_MEDIA_TYPE,
+        headers=headers,
+    )
 
 
 def install_problem_handlers(app: FastAPI, on_refusal: OnRefusal) -> None:

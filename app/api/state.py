@@ -19,6 +19,7 @@ class Runtime:
     db: Database
     key_cache: KeyCache
     rate_limiter: RateLimiter
+    failed_auth_limiter: RateLimiter
 
 
 def runtime(request: Request) -> Runtime:

@@ -13,24 +13,31 @@ from app.errors import RateLimited
 class RateLimiter:
     """A token bucket per API key, in this worker's memory (so the limit is per worker)."""
 
-    def __init__(self, per_minute: int) -> None:
+    def __init__(
+        self, per_minute: int, what: str = "requests for this API key", max_buckets: int = 100_000
+    ) -> None:
         self.per_minute = per_minute
+        self.what = what
+        self.max_buckets = max_buckets
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, cost: float = 1.0) -> None:
+        """Take `cost` tokens (a batch costs more than one request: see the batch route)."""
         if self.per_minute <= 0:
             return
         now = time.monotonic()
         rate = self.per_minute / 60.0
         tokens, last = self._buckets.get(key, (float(self.per_minute), now))
         tokens = min(float(self.per_minute), tokens + (now - last) * rate)
-        if tokens < 1.0:
+        if len(self._buckets) >= self.max_buckets and key not in self._buckets:
+            self._buckets.clear()  # bounded memory whatever the number of callers
+        if tokens < cost:
             self._buckets[key] = (tokens, now)
             raise RateLimited(
-                f"more than {self.per_minute} requests a minute for this API key",
-                retry_after=max(1, int((1.0 - tokens) / rate + 0.999)),
+                f"more than {self.per_minute} {self.what} a minute",
+                retry_after=max(1, int((cost - tokens) / rate + 0.999)),
             )
-        self._buckets[key] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - cost, now)
 
 
 class KeyCache:

@@ -34,7 +34,7 @@ def upgrade_to_head(database_url: str, lock_dir: Path) -> None:
         return
     config = Config(str(ini))
     config.attributes["database_url"] = database_url
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the embedded database lives here
     with (lock_dir / ".migrate.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(config, "head")

@@ -113,6 +113,7 @@ def series_point_json(p: SeriesPoint) -> dict[str, Any]:
     return {
         "assessment_id": p.assessment_id,
         "assessed_on": p.assessed_on.isoformat(),
+        "visit": p.visit,
         "days": p.days,
         "weeks": round(p.days / 7, 1),
         "pasi": p.pasi_tenths / 10,

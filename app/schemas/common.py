@@ -48,7 +48,8 @@ def _clinical_date(value: date) -> date:
 IsoDate = Annotated[
     date,
     BeforeValidator(_parse_iso_date),
-    WithJsonSchema({"type": "string", "format": "date", "example": "2019-03-04"}),
+    # No example: the Swagger UI would pre-fill date filters with it and find nothing.
+    WithJsonSchema({"type": "string", "format": "date"}),
 ]
 ClinicalDate = Annotated[IsoDate, AfterValidator(_clinical_date)]
 

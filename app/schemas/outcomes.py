@@ -77,6 +77,9 @@ class EpisodeOut(BaseModel):
 class SeriesPointOut(BaseModel):
     assessment_id: uuid.UUID
     assessed_on: date
+    visit: str | None = Field(
+        description='The assessment\'s visit label as recorded ("Baseline", "Week 12"), or null'
+    )
     days: int
     weeks: float = Field(description="days / 7, for display")
     pasi: float

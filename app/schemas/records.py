@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Literal
@@ -9,18 +10,45 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from app.schemas.common import ClinicalDate, IsoDate, StrictInput, latest_date_on_earth
-from app.schemas.scores import PASI_EXAMPLE, ClinicalScoresIn, DlqiIn, PasiIn, Scores
+from app.schemas.scores import ClinicalScoresIn, DlqiIn, PasiIn, Scores
 
 ShortText = Annotated[str, Field(min_length=1, max_length=100)]
 Reason = Annotated[str, Field(min_length=1, max_length=1000, description="Why (1–1000 characters)")]
 Notes = Annotated[str, Field(max_length=4000)]
 
 
+def _plain_text(value: str) -> str:
+    """Identifiers are compared and searched as text: normalise them to NFC (so that one
+    identifier has one spelling) and refuse characters that make two look alike or hide part
+    of one: controls, zero-width characters and bidirectional overrides."""
+    value = unicodedata.normalize("NFC", value)
+    for char in value:
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co", "Cn") or char in "\u2028\u2029":
+            raise ValueError(
+                f"must not contain control, format or invisible characters (U+{ord(char):04X})"
+            )
+    return value
+
+
 class Identifier(StrictInput):
     system: Annotated[str, Field(min_length=1, max_length=255)] = Field(
-        description="Namespace of the identifier, e.g. `https://hospital.example/mrn` (a URI)"
+        description="Namespace of the identifier, e.g. `https://hospital.example/mrn` (a URI); "
+        "no `|` (it separates system and value in searches)"
     )
     value: Annotated[str, Field(min_length=1, max_length=255)] = Field(description="The identifier")
+
+    @field_validator("system")
+    @classmethod
+    def _searchable_system(cls, value: str) -> str:
+        value = _plain_text(value)
+        if "|" in value:
+            raise ValueError("must not contain `|`: `system|value` searches could never find it")
+        return value
+
+    @field_validator("value")
+    @classmethod
+    def _plain_value(cls, value: str) -> str:
+        return _plain_text(value)
 
 
 class PatientIn(StrictInput):
@@ -36,18 +64,6 @@ class PatientIn(StrictInput):
         description="The organization (clinic, study) the patient belongs to; may be left out "
         "when the API key holds exactly one",
     )
-
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "identifiers": [{"system": "https://trial.example/subject", "value": "S-001"}],
-                    "sex": "female",
-                    "birth_year": 1975,
-                }
-            ]
-        }
-    }
 
     @field_validator("birth_year")
     @classmethod
@@ -89,41 +105,15 @@ class AssessmentIn(ClinicalScoresIn):
     )
     notes: Notes | None = None
 
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {"assessed_on": "2011-10-20", "visit": "Baseline", "pasi": PASI_EXAMPLE, "iga": 4}
-            ]
-        }
-    }
-
 
 class AssessmentAmend(AssessmentIn):
     """The full clinical content, as in POST, plus why it changes."""
 
     reason: Reason
 
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "assessed_on": "2011-10-20",
-                    "visit": "Baseline",
-                    "pasi": PASI_EXAMPLE,
-                    "iga": 3,
-                    "reason": "IGA transcribed wrongly from the paper form",
-                }
-            ]
-        }
-    }
-
 
 class ReasonIn(StrictInput):
     reason: Reason
-
-    model_config = {
-        "json_schema_extra": {"examples": [{"reason": "recorded for the wrong patient"}]}
-    }
 
 
 class AssessmentContent(BaseModel):
@@ -177,20 +167,6 @@ class TreatmentIn(StrictInput):
     ended_on: ClinicalDate | None = Field(default=None, description="Not before started_on")
     doses: list[DoseIn] = Field(default_factory=list, max_length=1000)
     notes: Notes | None = None
-
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "agent": "UC-MSC infusion",
-                    "started_on": "2011-10-20",
-                    "ended_on": None,
-                    "doses": [{"given_on": "2011-10-20", "amount": 1e6, "unit": "cells/kg"}],
-                    "notes": "single infusion",
-                }
-            ]
-        }
-    }
 
     @model_validator(mode="after")
     def _ends_after_start(self) -> TreatmentIn:

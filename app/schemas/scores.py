@@ -116,9 +116,7 @@ PASI_EXAMPLE: dict[str, Any] = {
 
 
 class PasiScoreRequest(ClinicalScoresIn):
-    model_config = {
-        "json_schema_extra": {"examples": [{"pasi": PASI_EXAMPLE, "iga": 4}]},
-    }
+    """PASI inputs (and optionally IGA, a measured BSA and DLQI answers) to score."""
 
 
 class RegionPart(BaseModel):
@@ -165,22 +163,6 @@ class BsaScoreRequest(StrictInput):
         default=None, description="IGA 0–4, to compute PGA × BSA"
     )
 
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "area_percent": {
-                        "head_neck": 20,
-                        "upper_limbs": 35,
-                        "trunk": 40,
-                        "lower_limbs": 10,
-                    },
-                    "iga": 3,
-                }
-            ]
-        }
-    }
-
     @model_validator(mode="after")
     def _something_to_score(self) -> BsaScoreRequest:
         if self.bsa_percent is None:
@@ -208,28 +190,6 @@ class BsaScoreResponse(BaseModel):
 
 class DlqiScoreRequest(StrictInput):
     dlqi: DlqiIn
-
-    model_config = {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "dlqi": {
-                        "item1": 2,
-                        "item2": 1,
-                        "item3": 0,
-                        "item4": 3,
-                        "item5": 1,
-                        "item6": 0,
-                        "item7_prevented": False,
-                        "item7_problem": 2,
-                        "item8": 1,
-                        "item9": 0,
-                        "item10": 1,
-                    }
-                }
-            ]
-        }
-    }
 
 
 class DlqiScoreResponse(BaseModel):

@@ -36,7 +36,7 @@ Complexity
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -328,49 +328,42 @@ def _change(baseline: DatedScore, latest: DatedScore) -> Change:
     )
 
 
-def _first_meeting(
-    counting: Sequence[DatedScore], meets: Callable[[int], bool]
-) -> DatedScore | None:
-    for score in counting:
-        if meets(score.pasi_tenths):
-            return score
-    return None
-
-
-def _relative_test(b: int, k: int) -> Callable[[int], bool]:
-    def meets(x: int) -> bool:
-        return reaches_pasi_response(b, x, k)
-
-    return meets
-
-
-def _absolute_test(limit_tenths: int) -> Callable[[int], bool]:
-    def meets(x: int) -> bool:
-        return x <= limit_tenths
-
-    return meets
-
-
 def _responses(counting: Sequence[DatedScore], anchor_on: date) -> dict[str, TargetResponse]:
+    """Every target, in one pass over the counting assessments.
+
+    Each target is an exact upper limit on PASI in tenths: an absolute target's own, and for a
+    PASI *k* response ``100*(b - x) >= k*b``, i.e. ``x <= floor((100 - k)*b / 100)`` (x is an
+    integer). So the first assessment reaching a target is the first with ``x <= limit``:
+    checking the loosest unmet limits first, each assessment settles every target it meets.
+    """
     b = counting[0].pasi_tenths
-    latest = counting[-1]
-    responses: dict[str, TargetResponse] = {}
-
-    def target(meets: Callable[[int], bool]) -> TargetResponse:
-        first = _first_meeting(counting, meets)
-        return TargetResponse(
-            reached_now=meets(latest.pasi_tenths),
-            first_reached_on=first.assessed_on if first else None,
-            days=(first.assessed_on - anchor_on).days if first else None,
-        )
-
+    latest = counting[-1].pasi_tenths
+    limits: dict[str, int] = {}
+    undefined: set[str] = set()
     for key, k in RELATIVE_TARGETS:
         if b == 0:
-            responses[key] = TargetResponse(None, None, None, NOTE_RELATIVE_UNDEFINED)
+            undefined.add(key)
         else:
-            responses[key] = target(_relative_test(b, k))
-    for key, limit in ABSOLUTE_TARGETS:
-        responses[key] = target(_absolute_test(limit))
+            limits[key] = (100 - k) * b // 100
+    limits.update(ABSOLUTE_TARGETS)
+    pending = sorted(limits.items(), key=lambda item: item[1], reverse=True)
+    first: dict[str, DatedScore] = {}
+    for score in counting:
+        while pending and score.pasi_tenths <= pending[0][1]:
+            first[pending.pop(0)[0]] = score
+        if not pending:
+            break
+    responses: dict[str, TargetResponse] = {}
+    for key in [k for k, _ in RELATIVE_TARGETS] + [k for k, _ in ABSOLUTE_TARGETS]:
+        if key in undefined:
+            responses[key] = TargetResponse(None, None, None, NOTE_RELATIVE_UNDEFINED)
+            continue
+        reached = first.get(key)
+        responses[key] = TargetResponse(
+            reached_now=latest <= limits[key],
+            first_reached_on=reached.assessed_on if reached else None,
+            days=(reached.assessed_on - anchor_on).days if reached else None,
+        )
     return responses
 
 

@@ -141,7 +141,7 @@ def bootstrap_admin_key(db: Database, data_dir: Path) -> str | None:
         if session.scalar(select(func.count()).select_from(ApiKey)):
             return None
         _info_row, token = create_key(session, "bootstrap-admin", frozenset(Scope))
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = data_dir / BOOTSTRAP_KEY_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

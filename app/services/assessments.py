@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -91,6 +92,24 @@ def _guarding_baseline(
         raise _baseline_conflict(access, _active_baseline(session, patient_id)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredAssessment:
+    """An assessment body with its scores and stored columns, computed once by the scoring
+    core. Routes score before the write transaction opens (on SQLite the write lock is held
+    from its first statement), so the lock covers only the writes."""
+
+    body: AssessmentIn
+    columns: dict[str, Any]
+
+
+def score_assessment(body: AssessmentIn) -> ScoredAssessment:
+    return ScoredAssessment(body, _scored_columns(body))
+
+
+def _scored(body: AssessmentIn | ScoredAssessment) -> ScoredAssessment:
+    return body if isinstance(body, ScoredAssessment) else score_assessment(body)
+
+
 def _scored_columns(body: AssessmentIn) -> dict[str, Any]:
     """The content, its scores (computed here, once, by the scoring core) and the columns that
     outcomes and lists query."""
@@ -108,9 +127,13 @@ def _scored_columns(body: AssessmentIn) -> dict[str, Any]:
 
 
 def create_assessment(
-    session: Session, access: Access, patient_id: uuid.UUID, body: AssessmentIn
+    session: Session,
+    access: Access,
+    patient_id: uuid.UUID,
+    scored: AssessmentIn | ScoredAssessment,
 ) -> AssessmentOut:
-    columns = _scored_columns(body)
+    prepared = _scored(scored)
+    body, columns = prepared.body, prepared.columns
     ensure_patient(session, access, patient_id)
     if body.is_baseline:
         holder = _active_baseline(session, patient_id)
@@ -172,12 +195,14 @@ def mark_entered_in_error(
 
 
 def history(
-    session: Session, access: Access, assessment_id: uuid.UUID
-) -> tuple[uuid.UUID, list[AssessmentVersionOut]]:
-    """The patient's id (for the audit) and every version, oldest first."""
-    row = require_assessment(session, access, assessment_id)
-    versions = versioning.history_fields(session, row)
-    return row.patient_id, [AssessmentVersionOut.model_validate(v) for v in versions]
+    session: Session, access: Access, assessment_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[uuid.UUID, Page[AssessmentVersionOut]]:
+    """The patient's id (for the audit) and a page of the versions, oldest first."""
+    page = versioning.history_page(
+        session, require_assessment(session, access, assessment_id), limit, cursor
+    )
+    items = [AssessmentVersionOut.model_validate(v) for v in page.items]
+    return page.patient_id, Page[AssessmentVersionOut](items=items, next_cursor=page.next_cursor)
 
 
 def list_assessments(

@@ -106,6 +106,15 @@ def run_once(
 
 
 def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Claim | StoredResponse:
+    with db.transaction() as session:
+        return claim_in(session, key_scope, digest, policy)
+
+
+def claim_in(
+    session: Session, key_scope: KeyScope, digest: str, policy: Policy
+) -> Claim | StoredResponse:
+    """`claim` in the caller's transaction (a batch claims its items' keys in the transaction
+    that writes them: the claim, the work and the stored answer then commit together)."""
     now = datetime.now(UTC)
     lease_until = now + timedelta(seconds=policy.lease_seconds)
     token = secrets.token_hex(16)
@@ -117,73 +126,70 @@ def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Cla
         "lease_until": lease_until,
         "token": token,
     }
-    with db.transaction() as session:
-        try:
-            with session.begin_nested():
-                new_id = session.scalar(
-                    insert(IdempotencyKey)
-                    .values(owner=key_scope.owner, key=key_scope.key, **fresh)
-                    .returning(IdempotencyKey.id)
-                )
-            assert new_id is not None
-            return Claim(new_id, token)
-        except IntegrityError:
-            pass
-        row = session.execute(
-            select(IdempotencyKey).where(
-                IdempotencyKey.owner == key_scope.owner, IdempotencyKey.key == key_scope.key
+    try:
+        with session.begin_nested():
+            new_id = session.scalar(
+                insert(IdempotencyKey)
+                .values(owner=key_scope.owner, key=key_scope.key, **fresh)
+                .returning(IdempotencyKey.id)
             )
-        ).scalar_one()
+        assert new_id is not None
+        return Claim(new_id, token)
+    except IntegrityError:
+        pass
+    row = session.execute(
+        select(IdempotencyKey).where(
+            IdempotencyKey.owner == key_scope.owner, IdempotencyKey.key == key_scope.key
+        )
+    ).scalar_one()
 
-        def take_over(*conditions: Any, **changes: Any) -> Claim:
-            """Compare-and-set on the token the key had when read: of racing retries one wins."""
-            taken = affected_rows(
-                session.execute(
-                    update(IdempotencyKey)
-                    .where(
-                        IdempotencyKey.id == row.id, IdempotencyKey.token == row.token, *conditions
-                    )
-                    .values(lease_until=lease_until, token=token, **changes)
-                )
+    def take_over(*conditions: Any, **changes: Any) -> Claim:
+        """Compare-and-set on the token the key had when read: of racing retries one wins."""
+        taken = affected_rows(
+            session.execute(
+                update(IdempotencyKey)
+                .where(IdempotencyKey.id == row.id, IdempotencyKey.token == row.token, *conditions)
+                .values(lease_until=lease_until, token=token, **changes)
             )
-            if taken != 1:
-                raise IdempotencyInFlight(
-                    "another request with this Idempotency-Key is being processed; retry later"
-                )
-            return Claim(row.id, token)
-
-        if row.created_at < now - policy.retention:
-            # Expired: forget the old use and claim afresh.
-            return take_over(
-                **fresh,
-                response_status=None,
-                response_body=None,
-                response_headers=None,
-                response_audit=None,
-            )
-        if (row.method, row.path) != (key_scope.method, key_scope.path):
-            raise IdempotencyKeyReused(
-                f"this Idempotency-Key was used for another request ({row.method} {row.path}); "
-                "use a new key"
-            )
-        if row.request_hash != digest:
-            raise IdempotencyKeyReused(
-                "this Idempotency-Key was used with a different request body; use a new key"
-            )
-        if row.response_status is not None:
-            return StoredResponse(
-                row.response_status,
-                row.response_body or "",
-                dict(row.response_headers or {}),
-                row.response_audit,
-            )
-        if row.lease_until > now:
+        )
+        if taken != 1:
             raise IdempotencyInFlight(
-                "the first request with this Idempotency-Key is still being processed; retry later"
+                "another request with this Idempotency-Key is being processed; retry later"
             )
-        # The first request outlived its lease (it died, or is stuck): take its claim over, but
-        # never once it has stored its answer.
-        return take_over(IdempotencyKey.response_status.is_(None))
+        return Claim(row.id, token)
+
+    if row.created_at < now - policy.retention:
+        # Expired: forget the old use and claim afresh.
+        return take_over(
+            **fresh,
+            response_status=None,
+            response_body=None,
+            response_headers=None,
+            response_audit=None,
+        )
+    if (row.method, row.path) != (key_scope.method, key_scope.path):
+        raise IdempotencyKeyReused(
+            f"this Idempotency-Key was used for another request ({row.method} {row.path}); "
+            "use a new key"
+        )
+    if row.request_hash != digest:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different request body; use a new key"
+        )
+    if row.response_status is not None:
+        return StoredResponse(
+            row.response_status,
+            row.response_body or "",
+            dict(row.response_headers or {}),
+            row.response_audit,
+        )
+    if row.lease_until > now:
+        raise IdempotencyInFlight(
+            "the first request with this Idempotency-Key is still being processed; retry later"
+        )
+    # The first request outlived its lease (it died, or is stuck): take its claim over, but
+    # never once it has stored its answer.
+    return take_over(IdempotencyKey.response_status.is_(None))
 
 
 def complete(session: Session, claimed: Claim, response: StoredResponse) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, select, true, tuple_
+from sqlalchemy import ColumnElement, bindparam, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
 
 from app.auth.access import Access
 from app.db.models import Assessment, Patient, PatientIdentifier, Treatment
@@ -24,6 +25,9 @@ from app.services.pagination import cursor_datetime, cursor_uuid, decode_cursor,
 Record = TypeVar("Record", Assessment, Treatment)
 
 
+_HELD: BindParameter[list[uuid.UUID]] = bindparam("organization_ids", expanding=True)
+
+
 def visible(access: Access) -> ColumnElement[bool]:
     """The condition on `Patient` that a caller's patients meet: those of the organizations the
     key holds (an admin key: all). Anything else answers exactly as if it did not exist."""
@@ -32,13 +36,33 @@ def visible(access: Access) -> ColumnElement[bool]:
     return Patient.organization_id.in_(sorted(access.organization_ids))
 
 
+# `visible` as bound parameters, built once for each shape of access (all organizations, one,
+# several): every read and write of a patient's records runs this check first, and building
+# the statement per call cost more than running it.
+_PATIENT_EXISTS = {
+    "all": select(Patient.id).where(Patient.id == bindparam("patient_id")),
+    "one": select(Patient.id).where(
+        Patient.id == bindparam("patient_id"),
+        Patient.organization_id == bindparam("organization_id"),
+    ),
+    "several": select(Patient.id).where(
+        Patient.id == bindparam("patient_id"), Patient.organization_id.in_(_HELD)
+    ),
+}
+
+
 def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:
     """404 unless the patient exists and the caller may reach it (every read and write of a
     patient's records runs this first)."""
-    found = session.execute(
-        select(Patient.id).where(Patient.id == patient_id, visible(access))
-    ).first()
-    if found is None:
+    held = access.organization_ids
+    params: dict[str, Any] = {"patient_id": patient_id}
+    if held is None:
+        shape = "all"
+    elif len(held) == 1:
+        shape, params["organization_id"] = "one", next(iter(held))
+    else:
+        shape, params["organization_ids"] = "several", sorted(held)
+    if session.connection().execute(_PATIENT_EXISTS[shape], params).first() is None:
         raise NotFound(f"no patient {patient_id}")
 
 

@@ -5,13 +5,22 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.models import Treatment
+from app.errors import Conflict
+from app.schemas.common import Page
 from app.schemas.records import TreatmentAmend, TreatmentIn, TreatmentOut, TreatmentVersionOut
 from app.services import versioning
+from app.services.pagination import (
+    cursor_date,
+    cursor_datetime,
+    cursor_uuid,
+    decode_cursor,
+    encode_cursor,
+)
 from app.services.patients import ensure_patient, require_record
 
 CONTENT_FIELDS = {"agent", "started_on", "ended_on", "doses", "notes"}
@@ -29,10 +38,25 @@ def _columns(body: TreatmentIn) -> dict[str, Any]:
     return {"started_on": body.started_on, "ended_on": body.ended_on, "content": content_of(body)}
 
 
+MAX_ACTIVE_COURSES = 200
+"""Active treatment courses a patient may have (each holds at most 1,000 doses): a bound on
+what one list or outcomes read must carry, far above any real course history."""
+
+
 def create_treatment(
     session: Session, access: Access, patient_id: uuid.UUID, body: TreatmentIn
 ) -> TreatmentOut:
     ensure_patient(session, access, patient_id)
+    active = session.scalar(
+        select(func.count())
+        .select_from(Treatment)
+        .where(Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False))
+    )
+    if (active or 0) >= MAX_ACTIVE_COURSES:
+        raise Conflict(
+            f"patient {patient_id} already has {MAX_ACTIVE_COURSES} active treatment courses, "
+            "the most one patient may have; mark mistaken ones entered-in-error first"
+        )
     row = versioning.create_record(
         session, Treatment, {"patient_id": patient_id, **_columns(body)}, access.name
     )
@@ -76,20 +100,41 @@ def mark_entered_in_error(
     return to_out(row)
 
 
-def list_treatments(session: Session, access: Access, patient_id: uuid.UUID) -> list[TreatmentOut]:
+def list_treatments(
+    session: Session, access: Access, patient_id: uuid.UUID, limit: int, cursor: str | None
+) -> Page[TreatmentOut]:
+    """Active courses by start date, one keyset page at a time."""
     ensure_patient(session, access, patient_id)
-    rows = session.scalars(
+    query = (
         select(Treatment)
         .where(Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False))
         .order_by(Treatment.started_on, Treatment.recorded_at, Treatment.id)
+        .limit(limit + 1)
     )
-    return [to_out(r) for r in rows]
+    if cursor:
+        started_on, recorded_at, treatment_id = decode_cursor(cursor, 3)
+        after = (cursor_date(started_on), cursor_datetime(recorded_at), cursor_uuid(treatment_id))
+        query = query.where(
+            tuple_(Treatment.started_on, Treatment.recorded_at, Treatment.id) > after
+        )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = None
+    if more:
+        last = rows[-1]
+        next_cursor = encode_cursor(
+            [last.started_on.isoformat(), last.recorded_at.isoformat(), str(last.id)]
+        )
+    return Page[TreatmentOut](items=[to_out(r) for r in rows], next_cursor=next_cursor)
 
 
 def history(
-    session: Session, access: Access, treatment_id: uuid.UUID
-) -> tuple[uuid.UUID, list[TreatmentVersionOut]]:
-    """The patient's id (for the audit) and every version, oldest first."""
-    row = require_treatment(session, access, treatment_id)
-    versions = versioning.history_fields(session, row)
-    return row.patient_id, [TreatmentVersionOut.model_validate(v) for v in versions]
+    session: Session, access: Access, treatment_id: uuid.UUID, limit: int, cursor: str | None
+) -> tuple[uuid.UUID, Page[TreatmentVersionOut]]:
+    """The patient's id (for the audit) and a page of the versions, oldest first."""
+    page = versioning.history_page(
+        session, require_treatment(session, access, treatment_id), limit, cursor
+    )
+    items = [TreatmentVersionOut.model_validate(v) for v in page.items]
+    return page.patient_id, Page[TreatmentVersionOut](items=items, next_cursor=page.next_cursor)

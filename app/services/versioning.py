@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Assessment, RecordVersion, Treatment, table_of
 from app.errors import Conflict, PreconditionFailed, PreconditionRequired
+from app.services.pagination import cursor_int, decode_cursor, encode_cursor
 
 VersionedRow = Assessment | Treatment
 R = TypeVar("R", Assessment, Treatment)
@@ -220,16 +222,34 @@ def record_fields(row: VersionedRow) -> dict[str, Any]:
     return fields
 
 
-def history_fields(session: Session, row: VersionedRow) -> list[dict[str, Any]]:
-    """Every version of a record, oldest first, as its version model's fields."""
-    versions = session.scalars(
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of a record's versions, oldest first; `next_cursor` continues after it."""
+
+    patient_id: uuid.UUID
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def history_page(
+    session: Session, row: VersionedRow, limit: int, cursor: str | None
+) -> HistoryPage:
+    """A page of a record's versions, as its version model's fields (keyset on the version)."""
+    query = (
         select(RecordVersion)
         .where(
             RecordVersion.resource_type == RESOURCE_TYPE[type(row)],
             RecordVersion.resource_id == row.id,
         )
         .order_by(RecordVersion.version)
+        .limit(limit + 1)
     )
+    if cursor:
+        (after,) = decode_cursor(cursor, 1)
+        query = query.where(RecordVersion.version > cursor_int(after))
+    versions = list(session.scalars(query))
+    more = len(versions) > limit
+    versions = versions[:limit]
     items = []
     for v in versions:
         fields = {
@@ -244,4 +264,5 @@ def history_fields(session: Session, row: VersionedRow) -> list[dict[str, Any]]:
         if isinstance(row, Assessment):
             fields["scores"] = v.scores
         items.append(fields)
-    return items
+    next_cursor = encode_cursor([versions[-1].version]) if more else None
+    return HistoryPage(row.patient_id, items, next_cursor)

@@ -20,6 +20,7 @@ from app.api.context import audit_action_of
 from app.main import create_app
 from app.services import audit
 from tests.api.helpers import (
+    TRIAL_SYSTEM,
     amend_body,
     assessment_body,
     bearer,
@@ -177,6 +178,36 @@ SUCCEEDING: dict[tuple[str, str], Callable[[World], Request]] = {
         {},
         [w.patient["id"]],
     ),
+    ("GET", "/v1/patients/{patient_id}/chart.svg"): lambda w: (
+        "GET",
+        f"/v1/patients/{w.patient['id']}/chart.svg",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/patients/{patient_id}/chart.png"): lambda w: (
+        "GET",
+        f"/v1/patients/{w.patient['id']}/chart.png",
+        {"params": {"width": 800, "height": 500}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/cohorts/responses"): lambda w: (
+        "GET",
+        "/v1/cohorts/responses",
+        {"params": {"targets": "pasi75,pasi90", "imputation": "nri"}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/cohorts/time-to-event"): lambda w: (
+        "GET",
+        "/v1/cohorts/time-to-event",
+        {"params": {"event": "clearance"}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/cohorts/time-to-event.svg"): lambda w: (
+        "GET",
+        "/v1/cohorts/time-to-event.svg",
+        {"params": {"event": "clearance"}},
+        [w.patient["id"]],
+    ),
     ("POST", "/v1/organizations"): lambda w: (
         "POST",
         "/v1/organizations",
@@ -197,10 +228,85 @@ SUCCEEDING: dict[tuple[str, str], Callable[[World], Request]] = {
         {},
         [],
     ),
+    ("POST", "/v1/assessments:batch"): lambda w: (
+        "POST",
+        "/v1/assessments:batch",
+        {
+            "json": {
+                "items": [
+                    {
+                        "patient": {"id": w.patient["id"]},
+                        "assessment": assessment_body("2020-04-06"),
+                    }
+                ]
+            }
+        },
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/exports/assessments.csv"): lambda w: (
+        "GET",
+        "/v1/exports/assessments.csv",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/exports/sdtm-rs.csv"): lambda w: (
+        "GET",
+        "/v1/exports/sdtm-rs.csv",
+        {"params": {"studyid": "T-1", "identifier_system": TRIAL_SYSTEM}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/v1/exports/sdtm-rs.json"): lambda w: (
+        "GET",
+        "/v1/exports/sdtm-rs.json",
+        {"params": {"studyid": "T-1", "identifier_system": TRIAL_SYSTEM}},
+        [w.patient["id"]],
+    ),
     ("GET", "/v1/audit-events"): lambda w: (
         "GET",
         "/v1/audit-events",
         {"params": {"patient_id": w.patient["id"]}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Patient/{patient_id}"): lambda w: (
+        "GET",
+        f"/fhir/Patient/{w.patient['id']}",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Patient"): lambda w: (
+        "GET",
+        "/fhir/Patient",
+        {"params": {"identifier": f"{TRIAL_SYSTEM}|S-1"}},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Observation/{assessment_id}"): lambda w: (
+        "GET",
+        f"/fhir/Observation/{w.assessment['id']}",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Observation/{assessment_id}/_history"): lambda w: (
+        "GET",
+        f"/fhir/Observation/{w.assessment['id']}/_history",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Observation/{assessment_id}/_history/{version_id}"): lambda w: (
+        "GET",
+        f"/fhir/Observation/{w.assessment['id']}/_history/1",
+        {},
+        [w.patient["id"]],
+    ),
+    ("GET", "/fhir/Observation"): lambda w: (
+        "GET",
+        "/fhir/Observation",
+        {"params": {"patient": w.patient["id"]}},
+        [w.patient["id"]],
+    ),
+    ("POST", "/fhir/Observation"): lambda w: (
+        "POST",
+        "/fhir/Observation",
+        {"json": w.client.get(f"/fhir/Observation/{w.assessment['id']}").json()},
         [w.patient["id"]],
     ),
 }

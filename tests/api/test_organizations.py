@@ -39,8 +39,9 @@ from tests.api.helpers import (
 PROBLEM_BASE = "https://psoriasis-scoring.dev/problems/"
 #: Path parameters naming a patient or a record under one: every route with one is scoped.
 RECORD_PARAMS = frozenset({"patient_id", "assessment_id", "treatment_id"})
-#: Path parameters known not to name patient data (API keys are the operator's).
-NON_PATIENT_PARAMS = frozenset({"key_id"})
+#: Path parameters known not to name patient data (API keys are the operator's; the FHIR
+#: CodeSystem is the service's; a FHIR version id is scoped by the assessment id it follows).
+NON_PATIENT_PARAMS = frozenset({"key_id", "code_system_id", "version_id"})
 PROBE_REASON = "probing another organization's record"
 
 
@@ -120,6 +121,10 @@ SCOPED_REQUESTS: dict[tuple[str, str], Callable[[Records], Attempt]] = {
     ),
     ("GET", "/v1/patients/{patient_id}/treatments"): lambda r: Attempt(),
     ("GET", "/v1/patients/{patient_id}/outcomes"): lambda r: Attempt(),
+    ("GET", "/v1/patients/{patient_id}/chart.svg"): lambda r: Attempt(),
+    ("GET", "/v1/patients/{patient_id}/chart.png"): lambda r: Attempt(
+        params={"width": "800", "height": "500"}
+    ),
     ("GET", "/v1/assessments/{assessment_id}"): lambda r: Attempt(),
     ("PUT", "/v1/assessments/{assessment_id}"): lambda r: Attempt(
         json=amend_body(r.assessment, PROBE_REASON, iga=1), headers={"If-Match": "*"}
@@ -132,6 +137,10 @@ SCOPED_REQUESTS: dict[tuple[str, str], Callable[[Records], Attempt]] = {
     ("PUT", "/v1/treatments/{treatment_id}"): _amend_treatment,
     ("DELETE", "/v1/treatments/{treatment_id}"): lambda r: Attempt(params={"reason": PROBE_REASON}),
     ("GET", "/v1/treatments/{treatment_id}/history"): lambda r: Attempt(),
+    ("GET", "/fhir/Patient/{patient_id}"): lambda r: Attempt(),
+    ("GET", "/fhir/Observation/{assessment_id}"): lambda r: Attempt(),
+    ("GET", "/fhir/Observation/{assessment_id}/_history"): lambda r: Attempt(),
+    ("GET", "/fhir/Observation/{assessment_id}/_history/{version_id}"): lambda r: Attempt(),
 }
 
 
@@ -143,6 +152,7 @@ def _send(
     client: TestClient, route: tuple[str, str], ids: dict[str, str], attempt: Attempt, token: str
 ) -> httpx.Response:
     method, template = route
+    ids = {"version_id": "1", **ids}
     url = re.sub(r"\{([^}:]+)(?::[^}]*)?\}", lambda m: ids[m.group(1)], template)
     return client.request(
         method,
@@ -151,6 +161,15 @@ def _send(
         params=attempt.params,
         headers={**attempt.headers, **bearer(token)},
     )
+
+
+def _outcome_404(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 404, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = dict(response.json())
+    assert body["resourceType"] == "OperationOutcome"
+    assert [i["code"] for i in body["issue"]] == ["not-found"]
+    return body
 
 
 def _with_ids_masked(value: Any, ids: dict[str, str]) -> Any:
@@ -331,10 +350,13 @@ def test_another_organizations_id_answers_exactly_like_an_unknown_id(
     foreign = _send(client, route, real_ids, attempt, b.token)
     unknown = _send(client, route, unknown_ids, attempt, b.token)
 
-    unknown_body = problem(unknown, 404)
-    foreign_body = problem(foreign, 404)
-    assert foreign_body["type"] == unknown_body["type"] == PROBLEM_BASE + "not-found"
-    assert foreign_body["title"] == unknown_body["title"]
+    if route[1].startswith("/fhir/"):  # FHIR errors are OperationOutcomes
+        unknown_body, foreign_body = _outcome_404(unknown), _outcome_404(foreign)
+    else:
+        unknown_body = problem(unknown, 404)
+        foreign_body = problem(foreign, 404)
+        assert foreign_body["type"] == unknown_body["type"] == PROBLEM_BASE + "not-found"
+        assert foreign_body["title"] == unknown_body["title"]
     assert _with_ids_masked(foreign_body, real_ids) == _with_ids_masked(unknown_body, unknown_ids)
     assert set(foreign.headers) == set(unknown.headers)
     for record_id in real_ids.values():

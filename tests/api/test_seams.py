@@ -3,6 +3,7 @@ audit event before the first row, and expired idempotency keys are purged on a s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import anyio
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from app.api.context import RequestContext
+from app.api.context import Answer, RequestContext
 from app.auth.access import DEV_ACCESS
 from app.db.models import AuditEvent, IdempotencyKey
 from app.main import create_app
@@ -103,3 +104,30 @@ def test_the_service_purges_idempotency_keys_past_their_retention_on_a_schedule(
                     IdempotencyKey.key.like("purge-%")
                 )
             )
+
+
+def test_a_read_does_not_hold_the_write_lock_while_it_works(client: TestClient) -> None:
+    """Issue 11: on SQLite every audited read used to run inside the write lock, so one slow
+    read stalled every writer. Now the read's work runs in a read transaction and only its
+    audit event is written afterwards: a write started during the read finishes first."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    ctx = RequestContext(
+        runtime.db, runtime.settings, DEV_ACCESS, "GET", "/v1/x", "/v1/x", None, "read-x"
+    )
+    finished = threading.Event()
+
+    def writer() -> None:
+        with runtime.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+        finished.set()
+
+    def work(session: Session) -> Answer:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(timeout=10)
+        return Answer({"written_meanwhile": finished.is_set()}, AuditInfo("read-x"))
+
+    response = ctx.read(work)
+    assert response.body == b'{"written_meanwhile":true}'
+    with runtime.db.read() as session:
+        assert _events(session) == 1

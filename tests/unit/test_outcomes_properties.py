@@ -238,3 +238,31 @@ def test_first_relapse_matches_a_literal_quadratic_reading_of_the_spec(
     evaluable_from, relapsed_on = _reference_first_relapse(assessments, options)
     assert out.relapse.evaluable_from == evaluable_from
     assert out.relapse.relapsed_on == relapsed_on
+
+
+@PROPERTY_SETTINGS
+@given(timelines())
+def test_each_response_is_first_reached_where_a_literal_reading_of_the_spec_says(
+    scores: list[DatedScore],
+) -> None:
+    """Independent reference: scan the counting assessments for the first that meets each
+    target as SPEC 3 words it (percent improvement >= k, as an exact fraction; PASI <= limit)."""
+    result = compute_outcomes(scores)
+    assert result is not None
+    ordered = sorted(scores, key=lambda s: (s.assessed_on, s.recorded_at))
+    baseline = next((i for i, s in enumerate(ordered) if s.is_baseline), 0)
+    counting = ordered[baseline:]
+    b = Fraction(counting[0].pasi_tenths, 10)
+    tests: dict[str, Callable[[Fraction], bool]] = {
+        f"pasi{k}": (lambda x, k=k: b > 0 and (b - x) / b * 100 >= k) for k in (50, 75, 90, 100)
+    }
+    for limit in (1, 2, 3, 5):
+        tests[f"pasi_le_{limit}"] = lambda x, limit=limit: x <= limit
+    for key, meets in tests.items():
+        first = next((s for s in counting if meets(Fraction(s.pasi_tenths, 10))), None)
+        response = result.responses[key]
+        if key.startswith("pasi") and key[4:].isdigit() and b == 0:
+            assert response.reached_now is None
+            continue
+        assert response.first_reached_on == (first.assessed_on if first else None), key
+        assert response.reached_now == meets(Fraction(counting[-1].pasi_tenths, 10)), key

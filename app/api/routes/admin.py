@@ -8,13 +8,14 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.context import AdminContext, Answer, audited
 from app.api.state import runtime
 from app.auth.keys import Scope
+from app.schemas import examples
 from app.schemas.common import Page, StrictInput, problem_responses
 from app.services import api_keys, audit, organizations
 
@@ -25,8 +26,6 @@ class OrganizationIn(StrictInput):
     name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
         description="A clinic, a hospital department or a study team"
     )
-
-    model_config = {"json_schema_extra": {"examples": [{"name": "Clinic A dermatology"}]}}
 
 
 class OrganizationOut(BaseModel):
@@ -48,10 +47,6 @@ class ApiKeyIn(StrictInput):
         "may be left out when the service has one organization. An admin key spans all and "
         "names none.",
     )
-
-    model_config = {
-        "json_schema_extra": {"examples": [{"name": "clinic-a", "scopes": ["read", "write"]}]}
-    }
 
 
 class ApiKeyOut(BaseModel):
@@ -106,7 +101,10 @@ ADMIN_ERRORS = problem_responses(401, 403, 422, 429)
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 @audited("create-organization")
-def create_organization(body: OrganizationIn, ctx: AdminContext) -> Response:
+def create_organization(
+    body: Annotated[OrganizationIn, Body(openapi_examples=examples.ORGANIZATION)],
+    ctx: AdminContext,
+) -> Response:
     def answer(row: organizations.OrganizationInfo) -> Answer:
         out = OrganizationOut(id=row.id, name=row.name)
         info = ctx.touched(resource_type="organization", resource_id=row.id)
@@ -147,7 +145,9 @@ def _key_out(info: api_keys.KeyInfo) -> ApiKeyOut:
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 @audited("create-api-key")
-def create_api_key(body: ApiKeyIn, ctx: AdminContext) -> Response:
+def create_api_key(
+    body: Annotated[ApiKeyIn, Body(openapi_examples=examples.API_KEY)], ctx: AdminContext
+) -> Response:
     def answer(created: tuple[api_keys.KeyInfo, str]) -> Answer:
         info, token = created
         out = ApiKeyCreated(**asdict(info), key=token)

@@ -12,13 +12,16 @@ from fastapi.responses import Response
 
 from app.api.context import (
     Answer,
+    Cursor,
     IfMatch,
+    Limit,
     ReadContext,
     WriteContext,
     audited,
     reason_given,
     record_answer,
 )
+from app.schemas import examples
 from app.schemas.common import IsoDate, Page, problem_responses
 from app.schemas.records import (
     AssessmentAmend,
@@ -45,14 +48,19 @@ class VersionPage(Page[AssessmentVersionOut]):
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
 )
 @audited("create-assessment")
-def create_assessment(patient_id: uuid.UUID, body: AssessmentIn, ctx: WriteContext) -> Response:
+def create_assessment(
+    patient_id: uuid.UUID,
+    body: Annotated[AssessmentIn, Body(openapi_examples=examples.ASSESSMENT)],
+    ctx: WriteContext,
+) -> Response:
     """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
     second active baseline is 409."""
+    scored = service.score_assessment(body)  # before the write transaction opens
     return ctx.write(
         body,
         lambda s: record_answer(
             ctx,
-            service.create_assessment(s, ctx.access, patient_id, body),
+            service.create_assessment(s, ctx.access, patient_id, scored),
             RESOURCE,
             201,
         ),
@@ -116,7 +124,10 @@ def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
 )
 @audited("amend-assessment")
 def amend_assessment(
-    assessment_id: uuid.UUID, body: AssessmentAmend, ctx: WriteContext, if_match: IfMatch = None
+    assessment_id: uuid.UUID,
+    body: Annotated[AssessmentAmend, Body(openapi_examples=examples.ASSESSMENT_AMEND)],
+    ctx: WriteContext,
+    if_match: IfMatch = None,
 ) -> Response:
     """Send the full clinical content as in POST plus `reason`, with `If-Match` set to the ETag
     you read: missing is 428, stale is 412."""
@@ -166,12 +177,15 @@ def delete_assessment(
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 @audited("read-assessment-history")
-def assessment_history(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
-    def answer(history: tuple[uuid.UUID, list[AssessmentVersionOut]]) -> Answer:
-        patient_id, versions = history
-        return Answer(
-            VersionPage(items=versions, next_cursor=None),
-            ctx.touched(patient_id, RESOURCE, assessment_id),
-        )
+def assessment_history(
+    assessment_id: uuid.UUID, ctx: ReadContext, limit: Limit = None, cursor: Cursor = None
+) -> Response:
+    def answer(history: tuple[uuid.UUID, Page[AssessmentVersionOut]]) -> Answer:
+        patient_id, page = history
+        return Answer(page, ctx.touched(patient_id, RESOURCE, assessment_id))
 
-    return ctx.read(lambda s: answer(service.history(s, ctx.access, assessment_id)))
+    return ctx.read(
+        lambda s: answer(
+            service.history(s, ctx.access, assessment_id, ctx.page_size(limit), cursor)
+        )
+    )

@@ -5,19 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
-from app.api.context import Answer, ReadContext, WriteContext, audited
+from app.api.context import Answer, Cursor, Limit, ReadContext, WriteContext, audited
 from app.errors import InvalidParameter
+from app.schemas import examples
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import PatientIn, PatientOut
 from app.services import patients as service
 
 router = APIRouter(prefix="/v1/patients", tags=["patients"])
-
-Limit = Annotated[int | None, Query(ge=1, le=200, description="Page size (default 50, max 200)")]
-Cursor = Annotated[str | None, Query(max_length=500, description="From `next_cursor`")]
 
 
 @router.post(
@@ -28,7 +26,9 @@ Cursor = Annotated[str | None, Query(max_length=500, description="From `next_cur
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 @audited("create-patient")
-def create_patient(body: PatientIn, ctx: WriteContext) -> Response:
+def create_patient(
+    body: Annotated[PatientIn, Body(openapi_examples=examples.PATIENT)], ctx: WriteContext
+) -> Response:
     """No names or direct identifiers: only `identifiers` (`system` + `value`, unique within an
     organization; one already in use there is 409 with the `patient_id` that holds it), sex,
     birth year and the `organization_id` (optional when the API key holds one organization)."""
@@ -76,7 +76,7 @@ def list_patients(
         if pair is None:
             raise InvalidParameter("identifier", "must be `system|value` with both parts non-empty")
         return ctx.read(lambda s: answer(service.find_by_identifier(s, ctx.access, *pair)))
-    size = min(limit or ctx.settings.default_page_size, ctx.settings.max_page_size)
+    size = ctx.page_size(limit)
     return ctx.read(lambda s: answer(service.list_patients(s, ctx.access, size, cursor)))
 
 

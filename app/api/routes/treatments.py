@@ -10,13 +10,16 @@ from fastapi.responses import Response
 
 from app.api.context import (
     Answer,
+    Cursor,
     IfMatch,
+    Limit,
     ReadContext,
     WriteContext,
     audited,
     reason_given,
     record_answer,
 )
+from app.schemas import examples
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import (
     ReasonIn,
@@ -47,7 +50,11 @@ class TreatmentVersionPage(Page[TreatmentVersionOut]):
     responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429),
 )
 @audited("create-treatment")
-def create_treatment(patient_id: uuid.UUID, body: TreatmentIn, ctx: WriteContext) -> Response:
+def create_treatment(
+    patient_id: uuid.UUID,
+    body: Annotated[TreatmentIn, Body(openapi_examples=examples.TREATMENT)],
+    ctx: WriteContext,
+) -> Response:
     return ctx.write(
         body,
         lambda s: record_answer(
@@ -66,12 +73,13 @@ def create_treatment(patient_id: uuid.UUID, body: TreatmentIn, ctx: WriteContext
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 @audited("list-treatments")
-def list_treatments(patient_id: uuid.UUID, ctx: ReadContext) -> Response:
+def list_treatments(
+    patient_id: uuid.UUID, ctx: ReadContext, limit: Limit = None, cursor: Cursor = None
+) -> Response:
+    """Entered-in-error courses are left out; at most 200 active courses per patient."""
     return ctx.read(
         lambda s: Answer(
-            TreatmentPage(
-                items=service.list_treatments(s, ctx.access, patient_id), next_cursor=None
-            ),
+            service.list_treatments(s, ctx.access, patient_id, ctx.page_size(limit), cursor),
             ctx.touched(patient_id, "patient", patient_id),
         )
     )
@@ -98,7 +106,10 @@ def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
 )
 @audited("amend-treatment")
 def amend_treatment(
-    treatment_id: uuid.UUID, body: TreatmentAmend, ctx: WriteContext, if_match: IfMatch = None
+    treatment_id: uuid.UUID,
+    body: Annotated[TreatmentAmend, Body(openapi_examples=examples.TREATMENT_AMEND)],
+    ctx: WriteContext,
+    if_match: IfMatch = None,
 ) -> Response:
     return ctx.write(
         body,
@@ -142,12 +153,13 @@ def delete_treatment(
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 @audited("read-treatment-history")
-def treatment_history(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
-    def answer(history: tuple[uuid.UUID, list[TreatmentVersionOut]]) -> Answer:
-        patient_id, versions = history
-        return Answer(
-            TreatmentVersionPage(items=versions, next_cursor=None),
-            ctx.touched(patient_id, RESOURCE, treatment_id),
-        )
+def treatment_history(
+    treatment_id: uuid.UUID, ctx: ReadContext, limit: Limit = None, cursor: Cursor = None
+) -> Response:
+    def answer(history: tuple[uuid.UUID, Page[TreatmentVersionOut]]) -> Answer:
+        patient_id, page = history
+        return Answer(page, ctx.touched(patient_id, RESOURCE, treatment_id))
 
-    return ctx.read(lambda s: answer(service.history(s, ctx.access, treatment_id)))
+    return ctx.read(
+        lambda s: answer(service.history(s, ctx.access, treatment_id, ctx.page_size(limit), cursor))
+    )
