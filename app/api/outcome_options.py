@@ -33,7 +33,7 @@ class OutcomeQuery:
         options = OutcomeOptions(
             clearance=self.clearance,
             relapse=self.relapse,
-            relapse_threshold_tenths=_threshold_tenths(self.relapse_threshold),
+            relapse_threshold_tenths=threshold_tenths(self.relapse_threshold),
         )
         try:
             compute_outcomes((), options)  # validates the options; no assessments: no outcomes
@@ -42,7 +42,8 @@ class OutcomeQuery:
         return options
 
 
-def _threshold_tenths(value: float | None) -> int | None:
+def threshold_tenths(value: float | None) -> int | None:
+    """`relapse_threshold` in exact tenths of PASI (a float from the query string)."""
     if value is None:
         return None
     tenths = Decimal(repr(value)) * 10

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.api.context import Answer, ReadContext, audited
-from app.errors import InvalidParameter
+from app.api.outcome_options import threshold_tenths
 from app.formats.outcomes import outcomes_json
 from app.schemas.common import problem_responses
 from app.schemas.outcomes import OutcomesOut
@@ -20,15 +19,6 @@ from app.scoring.response import ClearanceCriterion
 from app.services.outcomes import patient_outcomes
 
 router = APIRouter(tags=["outcomes"])
-
-
-def _threshold_tenths(value: float | None) -> int | None:
-    if value is None:
-        return None
-    tenths = Decimal(repr(value)) * 10
-    if tenths != tenths.to_integral_value():
-        raise InvalidParameter("relapse_threshold", "must be a PASI value in steps of 0.1")
-    return int(tenths)
 
 
 @router.get(
@@ -72,7 +62,7 @@ def get_outcomes(
     options = OutcomeOptions(
         clearance=clearance,
         relapse=relapse,
-        relapse_threshold_tenths=_threshold_tenths(relapse_threshold),
+        relapse_threshold_tenths=threshold_tenths(relapse_threshold),
         rebound_window_days=rebound_window_days,
     )
     return ctx.read(
