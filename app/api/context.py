@@ -40,6 +40,7 @@ from app.settings import Settings
 JSON_MEDIA_TYPE = "application/json"
 log = logging.getLogger("app.audit")
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def audited(action: str) -> Callable[[Endpoint], Endpoint]:
@@ -125,14 +126,25 @@ class RequestContext:
         self._audit(session, answer.audit, answer.status)
         return answer
 
-    def read(self, work: Callable[[Session], Answer]) -> Response:
-        """Run `work` in a read transaction (on SQLite: without the write lock, so a long read
+    def read_value(
+        self,
+        load: Callable[[Session], T],
+        audit_of: Callable[[T], AuditInfo | None],
+        status: Callable[[T], int] = lambda _value: 200,
+    ) -> T:
+        """Run `load` in a read transaction (on SQLite: without the write lock, so a long read
         never stalls writers or other readers' audits), then commit its audit event in a short
-        write of its own; the answer leaves only after both."""
+        write of its own, and return what was read. Answers built from it (JSON, charts,
+        cohort statistics) leave only after the event is durable."""
         with self.db.read() as session:
-            answer = work(session)
+            value = load(session)
         with self.db.transaction() as session:
-            self._audit(session, answer.audit, answer.status)
+            self._audit(session, audit_of(value), status(value))
+        return value
+
+    def read(self, work: Callable[[Session], Answer]) -> Response:
+        """`read_value` answered as JSON."""
+        answer = self.read_value(work, lambda a: a.audit, lambda a: a.status)
         return json_response(answer.status, serialize(answer.body), answer.headers)
 
     def _write_now(self, work: Callable[[Session], Answer]) -> Response:

@@ -1,6 +1,6 @@
 """Answers computed after the audited read: cohort statistics and charts.
 
-`read_then` runs the database read through `RequestContext.read`, so the audit event names
+`read_then` runs the database read through `RequestContext.read_value`, so the audit event names
 every patient the read included and is committed before anything is answered, and hands back
 what was read. The answer is then computed from it outside any transaction: the cohort core
 over thousands of patients, or a chart render (0.2–0.8 s under matplotlib's lock), holds no
@@ -18,7 +18,7 @@ from typing import TypeVar
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from app.api.context import Answer, RequestContext, json_response
+from app.api.context import RequestContext, json_response
 from app.services.audit import AuditInfo
 
 T = TypeVar("T")
@@ -39,15 +39,7 @@ def read_then(
     ctx: RequestContext, load: Callable[[Session], T], audit: Callable[[T], AuditInfo]
 ) -> T:
     """What `load` read, once it and its audit event (`audit(read)`) are committed."""
-    loaded: list[T] = []
-
-    def unit(session: Session) -> Answer:
-        value = load(session)
-        loaded.append(value)
-        return Answer({}, audit(value))
-
-    ctx.read(unit)
-    return loaded[0]
+    return ctx.read_value(load, audit)
 
 
 def json_answer(body: str) -> Response:
