@@ -149,6 +149,24 @@ def create_assessment(
     return to_out(row)
 
 
+NewRows = tuple[dict[str, Any], dict[str, Any]]
+
+
+def new_assessment_rows(access: Access, patient_id: uuid.UUID, scored: ScoredAssessment) -> NewRows:
+    """`create_assessment`'s row and history entry, not yet written, for a patient the caller
+    was checked to reach and an assessment that flags no baseline (the only check left to the
+    database: a batch writes many with `insert_assessments`)."""
+    if scored.body.is_baseline:
+        raise ValueError("a baseline flag needs create_assessment's baseline check")
+    return versioning.first_version(
+        Assessment, {"patient_id": patient_id, **scored.columns}, access.name
+    )
+
+
+def insert_assessments(session: Session, rows: list[NewRows]) -> None:
+    versioning.insert_first_versions(session, Assessment, rows)
+
+
 def require_assessment(session: Session, access: Access, assessment_id: uuid.UUID) -> Assessment:
     return require_record(session, access, Assessment, assessment_id)
 

@@ -69,7 +69,7 @@ class AuditInfo:
 
 
 # Built once: building a statement with literal values costs more than running it.
-_INSERT_EVENT = insert(table_of(AuditEvent)).returning(AuditEvent.id)
+_INSERT_EVENTS = insert(table_of(AuditEvent)).returning(AuditEvent.id, sort_by_parameter_order=True)
 _INSERT_PATIENT = insert(table_of(AuditEventPatient))
 _LAST_HASH = select(AuditEvent.chain_hash).order_by(AuditEvent.id.desc()).limit(1)
 
@@ -104,36 +104,62 @@ def record(
 ) -> None:
     """Append one event. Its organization is the one all its patients belong to (or
     `organization_id`, for organization administration), else null."""
-    patients = _organizations_of(session, info.patients())
-    orgs = set(patients.values()) - {None}
-    if organization_id is None and len(orgs) == 1:
-        organization_id = orgs.pop()
-    event: dict[str, Any] = {
-        "occurred_at": datetime.now(UTC),
-        "key_id": access.key_id,
-        "key_name": access.name,
-        "action": info.action,
-        "method": method,
-        "route": route,
-        "patient_id": info.patient_id,
-        "resource_type": info.resource_type,
-        "resource_id": info.resource_id,
-        "status": status,
-        "organization_id": organization_id,
-    }
+    record_many(session, access, method, route, [(info, status)], organization_id)
+
+
+def record_many(
+    session: Session,
+    access: Access,
+    method: str,
+    route: str,
+    events: list[tuple[AuditInfo, int]],
+    organization_id: uuid.UUID | None = None,
+) -> None:
+    """Append events in order: one lock, one read of the chain's end, one lookup of the
+    patients' organizations and one insert per table for them all (a batch's items). Each
+    event's organization is the one all its patients belong to (or `organization_id`), else
+    null."""
+    if not events:
+        return
+    wanted = list(dict.fromkeys(p for info, _ in events for p in info.patients()))
+    organizations = _organizations_of(session, wanted)
     prev = _previous_hash(session)
-    event["prev_hash"] = prev
-    event["chain_hash"] = chain_hash(prev, event, patients.items())
+    rows: list[dict[str, Any]] = []
+    links: list[list[tuple[uuid.UUID, uuid.UUID | None]]] = []
+    for info, status in events:
+        patients = [(p, organizations[p]) for p in info.patients()]
+        orgs = {o for _, o in patients} - {None}
+        event: dict[str, Any] = {
+            "occurred_at": datetime.now(UTC),
+            "key_id": access.key_id,
+            "key_name": access.name,
+            "action": info.action,
+            "method": method,
+            "route": route,
+            "patient_id": info.patient_id,
+            "resource_type": info.resource_type,
+            "resource_id": info.resource_id,
+            "status": status,
+            "organization_id": organization_id
+            if organization_id is not None or len(orgs) != 1
+            else orgs.pop(),
+            "prev_hash": prev,
+        }
+        prev = event["chain_hash"] = chain_hash(prev, event, patients)
+        rows.append(event)
+        links.append(patients)
     connection = session.connection()
-    event_id = connection.execute(_INSERT_EVENT, event).scalar_one()
-    if patients:
-        connection.execute(
-            _INSERT_PATIENT,
-            [
-                {"event_id": event_id, "patient_id": p, "organization_id": o}
-                for p, o in patients.items()
-            ],
-        )
+    if len(rows) == 1:  # a single row: no insertmanyvalues bookkeeping
+        ids = [connection.execute(_INSERT_EVENTS, rows[0]).scalar_one()]
+    else:
+        ids = list(connection.execute(_INSERT_EVENTS, rows).scalars())
+    patient_rows = [
+        {"event_id": event_id, "patient_id": p, "organization_id": o}
+        for event_id, patients in zip(ids, links, strict=True)
+        for p, o in patients
+    ]
+    if patient_rows:
+        connection.execute(_INSERT_PATIENT, patient_rows)
 
 
 _RESOURCE_OF_PARAMETER = {

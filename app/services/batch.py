@@ -15,6 +15,16 @@ leaves nothing half-done. This is `run_once`'s protocol without its two commits 
 for the claim, one for the work): 1,000 items commit once. A concurrent request with the same
 key waits for the batch's commit (SQLite's write lock, PostgreSQL's unique index) and then
 replays the stored answer.
+
+Most items of a trial's batch need nothing but inserts: a new key, a patient that is known
+(or new, with an identifier nobody holds), no baseline flag. Those are gathered and written
+together, one statement per table for a run of them (`_gather`, `_write_pending`), with their
+keys inserted already answered and their audit events appended in order by one
+`audit.record_many`. Any other item (a used key, a baseline flag, a patient to refuse or to
+decide among several) first flushes what is gathered and then runs alone, as above, so every
+item's answer, records and audit events are those it gets one by one (a test compares the
+two). If the database refuses a gathered write (a key or identifier taken by a concurrent
+request since the batch read them), its savepoint rolls back and those items run alone.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
@@ -34,10 +45,25 @@ from app.errors import DomainError, InvalidInput, NotFound
 from app.schemas.batch import BatchIn, BatchPatient
 from app.schemas.records import AssessmentIn, PatientIn
 from app.services import audit, idempotency
-from app.services.assessments import create_assessment
+from app.services.assessments import (
+    NewRows,
+    create_assessment,
+    insert_assessments,
+    new_assessment_rows,
+    score_assessment,
+)
 from app.services.audit import AuditInfo
+from app.services.organizations import organization_for_new_patient
+from app.services.patients import (
+    NewPatient,
+    ensure_patient,
+    find_by_identifier,
+    holders_of,
+    insert_patients,
+    new_patient_rows,
+    visible_among,
+)
 from app.services.patients import create_patient as create_new_patient
-from app.services.patients import ensure_patient, find_by_identifier
 
 ITEM_ACTION = "create-assessment"
 Describe = Callable[[DomainError], tuple[int, dict[str, Any]]]
@@ -150,6 +176,18 @@ def _parse(origin: Origin, index: int, raw: Any) -> _Item | Outcome:
     return _Item(index, raw.key, patient, assessment, digest)
 
 
+def _patient_in(ref: BatchPatient) -> PatientIn:
+    """The patient an item asks to create when none holds its identifier."""
+    assert ref.identifier is not None
+    assert ref.create is not None
+    return PatientIn(
+        identifiers=[ref.identifier],
+        sex=ref.create.sex,
+        birth_year=ref.create.birth_year,
+        organization_id=ref.organization_id,
+    )
+
+
 def _resolve_patient(
     session: Session, origin: Origin, item: _Item, known: dict[tuple[Any, ...], uuid.UUID]
 ) -> uuid.UUID:
@@ -178,16 +216,7 @@ def _resolve_patient(
         return found[0].id
     if ref.create is None:
         raise NotFound(f"no patient with identifier {system}|{value}")
-    made = create_new_patient(
-        session,
-        access,
-        PatientIn(
-            identifiers=[ref.identifier],
-            sex=ref.create.sex,
-            birth_year=ref.create.birth_year,
-            organization_id=ref.organization_id,
-        ),
-    )
+    made = create_new_patient(session, access, _patient_in(ref))
     item.outcome.created_patient = made.id
     return made.id  # remembered only once its item is stored (see _run_item)
 
@@ -201,6 +230,18 @@ def _scope(origin: Origin, key: str) -> idempotency.KeyScope:
     return idempotency.KeyScope(
         owner=origin.access.name, method=origin.method, path=f"{origin.route}#{key}", key=key
     )
+
+
+def _item_info(patient_id: uuid.UUID, assessment_id: uuid.UUID) -> AuditInfo:
+    return AuditInfo(ITEM_ACTION, patient_id, "assessment", assessment_id)
+
+
+def _answer(info: AuditInfo) -> idempotency.StoredResponse:
+    """A stored item's answer, as its key replays it."""
+    body = json.dumps(
+        {"status": 201, "patient_id": str(info.patient_id), "assessment_id": str(info.resource_id)}
+    )
+    return idempotency.StoredResponse(201, body, {}, info.to_json())
 
 
 def _run_item(
@@ -225,18 +266,9 @@ def _run_item(
                 step = ("items", item.index, "assessment")
                 out = create_assessment(session, origin.access, outcome.patient_id, item.assessment)
                 outcome.assessment_id = out.id
-                info = AuditInfo(ITEM_ACTION, out.patient_id, "assessment", out.id)
+                info = _item_info(out.patient_id, out.id)
                 if claim is not None:
-                    body = json.dumps(
-                        {
-                            "status": 201,
-                            "patient_id": str(out.patient_id),
-                            "assessment_id": str(out.id),
-                        }
-                    )
-                    idempotency.complete(
-                        session, claim, idempotency.StoredResponse(201, body, {}, info.to_json())
-                    )
+                    idempotency.complete(session, claim, _answer(info))
     except DomainError as exc:
         _fail(origin, outcome, _prefixed(step, exc))
         outcome.assessment_id = None
@@ -274,6 +306,172 @@ def _refusal(session: Session, origin: Origin, outcome: Outcome) -> None:
     _record(session, origin, AuditInfo(ITEM_ACTION, outcome.patient_id), outcome.status)
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the batch's items name, read before any item runs: the patients (by id) the key
+    may reach, the reachable holders of their identifiers, and the item keys already used."""
+
+    patients: set[uuid.UUID]
+    holders: dict[tuple[str, str], list[tuple[uuid.UUID, uuid.UUID]]]
+    used_keys: set[str]
+
+
+def _read_known(session: Session, origin: Origin, items: list[_Item]) -> _Known:
+    ids = [i.patient.id for i in items if i.patient.id is not None]
+    pairs = [
+        (i.patient.identifier.system, i.patient.identifier.value)
+        for i in items
+        if i.patient.identifier is not None
+    ]
+    keys = [i.key for i in items if i.key is not None]
+    access = origin.access
+    return _Known(
+        visible_among(session, access, list(dict.fromkeys(ids))),
+        holders_of(session, access, pairs),
+        idempotency.used_keys(session, access.name, list(dict.fromkeys(keys))),
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Items that need nothing but inserts, gathered to be written together."""
+
+    items: list[_Item] = field(default_factory=list)
+    patients: list[NewPatient] = field(default_factory=list)
+    rows: list[NewRows] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[AuditInfo, int]] = field(default_factory=list)
+
+
+def _known_patient(
+    item: _Item, read: _Known, known: dict[tuple[Any, ...], uuid.UUID]
+) -> uuid.UUID | None:
+    """The item's patient if it is settled without a write or an error: a reachable id, or an
+    identifier this batch resolved or that exactly one reachable patient holds (else None:
+    `_resolve_patient` decides, creates or refuses)."""
+    ref = item.patient
+    if ref.id is not None:
+        return ref.id if ref.id in read.patients else None
+    assert ref.identifier is not None
+    system, value = ref.identifier.system, ref.identifier.value
+    remembered = known.get((system, value, ref.organization_id))
+    if remembered is not None:
+        return remembered
+    found = read.holders.get((system, value), [])
+    if ref.organization_id is not None:
+        found = [h for h in found if h[1] == ref.organization_id]
+    if len(found) != 1:
+        return None
+    known[(system, value, ref.organization_id)] = found[0][0]
+    return found[0][0]
+
+
+def _new_patient(
+    session: Session,
+    origin: Origin,
+    item: _Item,
+    read: _Known,
+    known: dict[tuple[Any, ...], uuid.UUID],
+    pending: _Pending,
+) -> uuid.UUID | None:
+    """The patient the item creates, gathered too, when its identifier has no reachable holder
+    (so none in the organization it goes into, which the key holds) and the organization is
+    settled; else None (`_resolve_patient` answers the item)."""
+    ref = item.patient
+    if ref.identifier is None or ref.create is None:
+        return None
+    pair = (ref.identifier.system, ref.identifier.value)
+    if pair in read.holders:  # several, or only in other organizations: decided one by one
+        return None
+    try:
+        organization_id = organization_for_new_patient(session, origin.access, ref.organization_id)
+    except DomainError:
+        return None
+    made = new_patient_rows(origin.access, organization_id, _patient_in(ref))
+    patient_id: uuid.UUID = made[0]["id"]
+    pending.patients.append(made)
+    created = AuditInfo("create-patient", patient_id, "patient", patient_id)
+    pending.events.append((created, 201))
+    item.outcome.created_patient = patient_id
+    known[(*pair, ref.organization_id)] = patient_id
+    return patient_id
+
+
+def _gather(
+    session: Session,
+    origin: Origin,
+    item: _Item,
+    read: _Known,
+    known: dict[tuple[Any, ...], uuid.UUID],
+    pending: _Pending,
+    seen_keys: set[str],
+) -> bool:
+    """Add the item to `pending` when all it needs is inserts: no baseline flag (the one check
+    that reads the patient's records), its patient settled, its key never used. Else False: it
+    runs alone, through `_run_item`, after what is pending is written."""
+    if item.assessment.is_baseline:
+        return False
+    if item.key is not None and (item.key in read.used_keys or item.key in seen_keys):
+        return False
+    patient_id = _known_patient(item, read, known)
+    if patient_id is None:
+        patient_id = _new_patient(session, origin, item, read, known, pending)
+        if patient_id is None:
+            return False
+    rows = new_assessment_rows(origin.access, patient_id, score_assessment(item.assessment))
+    info = _item_info(patient_id, rows[0]["id"])
+    if item.key is not None:
+        seen_keys.add(item.key)
+        answer = _answer(info)
+        pending.answers.append(
+            idempotency.answered(_scope(origin, item.key), item.digest, origin.policy, answer)
+        )
+    item.outcome.patient_id, item.outcome.assessment_id = patient_id, info.resource_id
+    pending.items.append(item)
+    pending.rows.append(rows)
+    pending.events.append((info, 201))
+    return True
+
+
+def _write_pending(
+    session: Session, origin: Origin, pending: _Pending, known: dict[tuple[Any, ...], uuid.UUID]
+) -> None:
+    """Write the gathered items with one statement per table, in a savepoint. Should the
+    database refuse (a key or identifier taken by a concurrent request since it was read),
+    the savepoint rolls back and each item runs alone, to get its own answer."""
+    if not pending.items:
+        return
+    try:
+        with session.begin_nested():
+            insert_patients(session, pending.patients)
+            insert_assessments(session, pending.rows)
+            idempotency.insert_answered(session, pending.answers)
+            audit.record_many(session, origin.access, origin.method, origin.route, pending.events)
+    except IntegrityError:
+        phantoms = {patient["id"] for patient, _ in pending.patients}
+        for name in [name for name, patient_id in known.items() if patient_id in phantoms]:
+            del known[name]
+        for item in pending.items:
+            outcome = item.outcome
+            outcome.patient_id = outcome.assessment_id = outcome.created_patient = None
+            _run_item(session, origin, item, known)
+    pending.items, pending.patients, pending.rows = [], [], []
+    pending.answers, pending.events = [], []
+
+
+def _run_items(session: Session, origin: Origin, items: list[_Item]) -> None:
+    """Every item, in order, each with the result it would get alone; runs of items that need
+    only inserts are written together."""
+    read = _read_known(session, origin, items)
+    known: dict[tuple[Any, ...], uuid.UUID] = {}
+    pending, seen_keys = _Pending(), set[str]()
+    for item in items:
+        if not _gather(session, origin, item, read, known, pending, seen_keys):
+            _write_pending(session, origin, pending, known)
+            _run_item(session, origin, item, known)
+    _write_pending(session, origin, pending, known)
+
+
 class _RollBack(Exception):
     pass
 
@@ -300,9 +498,7 @@ def run_batch(db: Database, origin: Origin, body: BatchIn) -> BatchAnswer:
     try:
         with db.transaction() as session:
             if not (all_or_nothing and failed()):
-                known: dict[tuple[Any, ...], uuid.UUID] = {}
-                for item in items:
-                    _run_item(session, origin, item, known)
+                _run_items(session, origin, items)
             if all_or_nothing and failed():
                 raise _RollBack
             for outcome in failed():

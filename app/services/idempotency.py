@@ -26,11 +26,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db.database import Database
-from app.db.models import IdempotencyKey
+from app.db.models import IdempotencyKey, table_of
 from app.errors import IdempotencyInFlight, IdempotencyKeyReused, InvalidParameter
 from app.services.versioning import affected_rows
 
 MAX_KEY_LENGTH = 255
+_INSERT_KEY = insert(table_of(IdempotencyKey))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,22 +111,61 @@ def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Cla
         return claim_in(session, key_scope, digest, policy)
 
 
+def _fresh(key_scope: KeyScope, digest: str, policy: Policy, now: datetime) -> dict[str, Any]:
+    """A new claim's columns (but its owner and key)."""
+    return {
+        "method": key_scope.method,
+        "path": key_scope.path,
+        "request_hash": digest,
+        "created_at": now,
+        "lease_until": now + timedelta(seconds=policy.lease_seconds),
+        "token": secrets.token_hex(16),
+    }
+
+
+def used_keys(session: Session, owner: str, keys: list[str]) -> set[str]:
+    """Which of these keys of one owner are in the table (claimed, answered or expired)."""
+    if not keys:
+        return set()
+    return set(
+        session.scalars(
+            select(IdempotencyKey.key).where(
+                IdempotencyKey.owner == owner, IdempotencyKey.key.in_(keys)
+            )
+        )
+    )
+
+
+def answered(
+    key_scope: KeyScope, digest: str, policy: Policy, response: StoredResponse
+) -> dict[str, Any]:
+    """A claim and its stored answer as one row, for a key `used_keys` found unused: a batch
+    inserts its new keys already answered, in the transaction of their work (a key taken
+    meanwhile fails the insert on the unique index, as a claim would)."""
+    return {
+        "owner": key_scope.owner,
+        "key": key_scope.key,
+        **_fresh(key_scope, digest, policy, datetime.now(UTC)),
+        "response_status": response.status,
+        "response_body": response.body,
+        "response_headers": response.headers,
+        "response_audit": response.audit,
+    }
+
+
+def insert_answered(session: Session, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.connection().execute(_INSERT_KEY, rows)
+
+
 def claim_in(
     session: Session, key_scope: KeyScope, digest: str, policy: Policy
 ) -> Claim | StoredResponse:
     """`claim` in the caller's transaction (a batch claims its items' keys in the transaction
     that writes them: the claim, the work and the stored answer then commit together)."""
     now = datetime.now(UTC)
-    lease_until = now + timedelta(seconds=policy.lease_seconds)
-    token = secrets.token_hex(16)
-    fresh = {
-        "method": key_scope.method,
-        "path": key_scope.path,
-        "request_hash": digest,
-        "created_at": now,
-        "lease_until": lease_until,
-        "token": token,
-    }
+    fresh = _fresh(key_scope, digest, policy, now)
+    lease_until, token = fresh["lease_until"], fresh["token"]
     try:
         with session.begin_nested():
             new_id = session.scalar(

@@ -9,13 +9,13 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, select, true, tuple_
+from sqlalchemy import ColumnElement, bindparam, insert, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 
 from app.auth.access import Access
-from app.db.models import Assessment, Patient, PatientIdentifier, Treatment
+from app.db.models import Assessment, Patient, PatientIdentifier, Treatment, table_of
 from app.errors import IdentifierInUse, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
@@ -128,26 +128,54 @@ def _in_use(access: Access, holder: PatientIdentifier) -> IdentifierInUse:
     )
 
 
+NewPatient = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+def new_patient_rows(access: Access, organization_id: uuid.UUID, body: PatientIn) -> NewPatient:
+    """A new patient's row and identifier rows, not yet written (a batch writes many with
+    `insert_patients`, once it has found no holder of the identifiers)."""
+    patient = {
+        "id": uuid.uuid4(),
+        "organization_id": organization_id,
+        "sex": body.sex,
+        "birth_year": body.birth_year,
+        "created_at": datetime.now(UTC),
+        "created_by": access.name,
+    }
+    identifiers = [
+        {
+            "patient_id": patient["id"],
+            "organization_id": organization_id,
+            "system": i.system,
+            "value": i.value,
+            "position": n,
+        }
+        for n, i in enumerate(body.identifiers)
+    ]
+    return patient, identifiers
+
+
+_INSERT_PATIENT = insert(table_of(Patient))
+_INSERT_IDENTIFIER = insert(table_of(PatientIdentifier))
+
+
+def insert_patients(session: Session, rows: list[NewPatient]) -> None:
+    """Many `new_patient_rows` in two statements; a taken identifier fails the unique index."""
+    if rows:
+        connection = session.connection()
+        connection.execute(_INSERT_PATIENT, [patient for patient, _ in rows])
+        connection.execute(_INSERT_IDENTIFIER, [i for _, ids in rows for i in ids])
+
+
 def create_patient(session: Session, access: Access, body: PatientIn) -> PatientOut:
     organization_id = organization_for_new_patient(session, access, body.organization_id)
     pairs = [(i.system, i.value) for i in body.identifiers]
     holder = _identifier_holder(session, organization_id, pairs)
     if holder is not None:
         raise _in_use(access, holder)
-    patient = Patient(
-        id=uuid.uuid4(),
-        organization_id=organization_id,
-        sex=body.sex,
-        birth_year=body.birth_year,
-        created_at=datetime.now(UTC),
-        created_by=access.name,
-    )
-    identifiers = [
-        PatientIdentifier(
-            patient_id=patient.id, organization_id=organization_id, system=s, value=v, position=n
-        )
-        for n, (s, v) in enumerate(pairs)
-    ]
+    patient_values, identifier_values = new_patient_rows(access, organization_id, body)
+    patient = Patient(**patient_values)
+    identifiers = [PatientIdentifier(**values) for values in identifier_values]
     try:
         with session.begin_nested():
             session.add(patient)
@@ -233,3 +261,38 @@ def list_patients(
     return Page[PatientOut](
         items=[_out(p, identifiers[p.id]) for p in rows], next_cursor=next_cursor
     )
+
+
+def visible_among(session: Session, access: Access, patient_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these patients the caller may reach (`ensure_patient` for many at once)."""
+    if not patient_ids:
+        return set()
+    return set(
+        session.scalars(select(Patient.id).where(Patient.id.in_(patient_ids), visible(access)))
+    )
+
+
+def holders_of(
+    session: Session, access: Access, pairs: list[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[uuid.UUID, uuid.UUID]]]:
+    """The reachable patients holding each (system, value) identifier, as (patient,
+    organization) in `find_by_identifier`'s order (`find_by_identifier` for many at once)."""
+    found: dict[tuple[str, str], list[tuple[uuid.UUID, uuid.UUID]]] = defaultdict(list)
+    if pairs:
+        rows = session.execute(
+            select(
+                PatientIdentifier.system,
+                PatientIdentifier.value,
+                Patient.id,
+                Patient.organization_id,
+            )
+            .join(Patient, PatientIdentifier.patient_id == Patient.id)
+            .where(
+                tuple_(PatientIdentifier.system, PatientIdentifier.value).in_(sorted(set(pairs))),
+                visible(access),
+            )
+            .order_by(Patient.created_at, Patient.id)
+        )
+        for system, value, patient_id, organization_id in rows.tuples():
+            found[(system, value)].append((patient_id, organization_id))
+    return found

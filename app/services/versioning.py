@@ -67,6 +67,28 @@ def _scores(row: VersionedRow) -> dict[str, Any] | None:
     return row.scores if isinstance(row, Assessment) else None
 
 
+def _version_of(
+    row: VersionedRow,
+    *,
+    action: str,
+    recorded_at: datetime,
+    recorded_by: str,
+    reason: str | None,
+) -> dict[str, Any]:
+    return {
+        "resource_type": RESOURCE_TYPE[type(row)],
+        "resource_id": row.id,
+        "version": row.version,
+        "action": action,
+        "recorded_at": recorded_at,
+        "recorded_by": recorded_by,
+        "reason": reason,
+        "entered_in_error": row.entered_in_error,
+        "content": row.content,
+        "scores": _scores(row),
+    }
+
+
 def _add_version(
     session: Session,
     row: VersionedRow,
@@ -78,18 +100,9 @@ def _add_version(
 ) -> None:
     session.connection().execute(
         _INSERT_VERSION,
-        {
-            "resource_type": RESOURCE_TYPE[type(row)],
-            "resource_id": row.id,
-            "version": row.version,
-            "action": action,
-            "recorded_at": recorded_at,
-            "recorded_by": recorded_by,
-            "reason": reason,
-            "entered_in_error": row.entered_in_error,
-            "content": row.content,
-            "scores": _scores(row),
-        },
+        _version_of(
+            row, action=action, recorded_at=recorded_at, recorded_by=recorded_by, reason=reason
+        ),
     )
 
 
@@ -102,8 +115,20 @@ def create_record(
 ) -> R:
     """Insert version 1 of a record and its history entry; returns the (transient) row.
     `values` holds every column but the bookkeeping ones, which are set here."""
+    row_values, version_values = first_version(model, values, recorded_by)
+    with guard or nullcontext():  # a savepoint is emitted by the first connection() inside it
+        session.connection().execute(_INSERT_ROW[model], row_values)
+    session.connection().execute(_INSERT_VERSION, version_values)
+    return model(**row_values)
+
+
+def first_version(
+    model: type[VersionedRow], values: dict[str, Any], recorded_by: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row and history entry of a new record's version 1, as column values (a batch
+    inserts many of them with one statement each: `insert_first_versions`)."""
     now = datetime.now(UTC)
-    values = {
+    row = {
         "id": uuid.uuid4(),
         "version": 1,
         "entered_in_error": False,
@@ -111,13 +136,22 @@ def create_record(
         "updated_at": now,
         **values,
     }
-    with guard or nullcontext():
-        session.connection().execute(_INSERT_ROW[model], values)
-    row = model(**values)
-    _add_version(
-        session, row, action="create", recorded_at=now, recorded_by=recorded_by, reason=None
+    version = _version_of(
+        model(**row), action="create", recorded_at=now, recorded_by=recorded_by, reason=None
     )
-    return row
+    return row, version
+
+
+def insert_first_versions(
+    session: Session,
+    model: type[VersionedRow],
+    rows: list[tuple[dict[str, Any], dict[str, Any]]],
+) -> None:
+    """Many `first_version`s: the rows, then their history entries, two statements in all."""
+    if rows:
+        connection = session.connection()
+        connection.execute(_INSERT_ROW[model], [row for row, _ in rows])
+        connection.execute(_INSERT_VERSION, [version for _, version in rows])
 
 
 def _new_version(
