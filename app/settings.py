@@ -39,6 +39,14 @@ class Settings(BaseSettings):
         default=False, description="Let stateless scoring endpoints be called without a key."
     )
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins.")
+    public_base_url: str = Field(
+        default="",
+        pattern=r"^(https?://[^/?#\s]+(/[^?#\s]*)?)?$",
+        description="The service's address as clients reach it (e.g. "
+        "`https://pasi.example.org`), for the absolute links FHIR answers carry (`fullUrl`, "
+        "`self`, `next`, the CapabilityStatement's `url`). Empty: taken from each request's "
+        "Host header, which a proxy or a forged header can change; set it in production.",
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     default_page_size: int = Field(default=50, ge=1)
     max_page_size: int = Field(default=200, ge=1)

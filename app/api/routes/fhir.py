@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from app.api.context import Answer, ReadContext, WriteContext, audited, json_response, serialize
+from app.api.state import runtime
 from app.formats import fhir as mapping
 from app.services import fhir as service
 
@@ -56,12 +57,21 @@ def _fhir(response: Response) -> Response:
     return response
 
 
+def _origin(request: Request) -> str:
+    """Where clients reach the service: PUBLIC_BASE_URL, else the request's own Host."""
+    configured = runtime(request).settings.public_base_url
+    return (configured or str(request.base_url)).rstrip("/")
+
+
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/fhir"
+    return _origin(request) + "/fhir"
 
 
 def _self(request: Request) -> str:
-    return str(request.url)
+    root = request.scope.get("root_path", "")
+    path = request.url.path.removeprefix(root)
+    query = request.url.query
+    return _origin(request) + path + (f"?{query}" if query else "")
 
 
 _READ = (401, 403, 404, 422, 429)
