@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.effective_database_url
         if settings.migrate_on_start and url.startswith("sqlite"):
             upgrade_to_head(url, settings.data_dir)
-        db = Database(url)
+        db = Database(url, settings.sqlite_group_commit_max)
         app.state.runtime = Runtime(
             settings=settings,
             db=db,
@@ -112,6 +113,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         _announce_startup(settings, db)
+        if settings.gc_freeze:
+            gc.collect()
+            gc.freeze()
         stop_purging = asyncio.Event()
         purger = asyncio.create_task(_purge_idempotency_keys(db, settings, stop_purging))
         try:

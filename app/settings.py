@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.db.group_commit import MAX_GROUP
+
 DEFAULT_DATA_DIR = Path("data")
 
 
@@ -71,6 +73,20 @@ class Settings(BaseSettings):
         description="How long a worker trusts a key it has verified. A revoked key stops at once "
         "on the worker that revoked it and within this many seconds on every other; 0 checks "
         "the database on every request.",
+    )
+    sqlite_group_commit_max: int = Field(
+        default=MAX_GROUP,
+        ge=1,
+        le=1000,
+        description="SQLite: at most this many queued write transactions commit together (one "
+        "fsync), each still all-or-nothing on its own; 1 commits each alone.",
+    )
+    gc_freeze: bool = Field(
+        default=True,
+        description="After start-up, collect once and move every object then alive (modules, "
+        "the app, its routes and schemas) to the collector's permanent generation "
+        "(`gc.freeze()`), so later collections stop re-scanning them. Measured in "
+        "`bench/load.py` (its GC_FREEZE=false diagnostic).",
     )
     failed_auth_per_minute: int = Field(
         default=60,

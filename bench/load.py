@@ -9,6 +9,13 @@ keep-alive connections, a Lua script for the POST body and the Authorization hea
     .venv/bin/python bench/load.py --duration 5    # shorter
     .venv/bin/python bench/load.py --quick         # 2 s per scenario: a smoke run
 
+Scenarios: scoring; recording an assessment, without and with a new `Idempotency-Key` on
+every request (what integrators send); outcomes of patients with 10 and 1,000 assessments; on
+the first database two diagnostics (scoring with no key, SCORES_OPEN; scoring and recording
+with GC_FREEZE=false, to see what freezing the collector after start-up buys); on SQLite
+recording with SQLITE_GROUP_COMMIT_MAX=1 (every transaction committed alone); on PostgreSQL
+the assessment POST with 2 workers, as requests/s and as CPU per write.
+
 Prints a table (requests/s, p50, p99, ratio to the bare endpoint measured in the same run)
 with the goals: scoring >= 60 % of bare, recording an assessment >= 30 % (SQLite and
 PostgreSQL), outcomes of a patient with 1,000 assessments >= 10 %. Results also go to
@@ -29,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +76,7 @@ wrk.method = "{method}"
 {body_line}
 wrk.headers["Content-Type"] = "application/json"
 {auth_line}
+{key_lines}
 
 function done(summary, latency, requests)
   local f = assert(io.open("{out}", "w"))
@@ -98,6 +107,7 @@ class Scenario:
     goal_key: str | None = None
     server_pid: int | None = None
     database_url: str | None = None
+    idempotency_keys: bool = False  # a new Idempotency-Key on every request, as integrators send
 
 
 @dataclass
@@ -132,8 +142,23 @@ def _lua(scenario: Scenario, out: Path) -> str:
     auth_line = (
         f'wrk.headers["Authorization"] = "Bearer {scenario.token}"' if scenario.token else ""
     )
+    key_lines = ""
+    if scenario.idempotency_keys:  # unique across wrk runs: the warm-up's keys differ too
+        prefix = f"{scenario.name}-{uuid.uuid4().hex}-"
+        key_lines = (
+            "local n = 0\n"
+            "request = function()\n"
+            "  n = n + 1\n"
+            f'  wrk.headers["Idempotency-Key"] = "{prefix}" .. n\n'
+            "  return wrk.format()\n"
+            "end"
+        )
     return LUA_TEMPLATE.format(
-        method=scenario.method, body_line=body_line, auth_line=auth_line, out=out.as_posix()
+        method=scenario.method,
+        body_line=body_line,
+        auth_line=auth_line,
+        key_lines=key_lines,
+        out=out.as_posix(),
     )
 
 
@@ -315,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                 Scenario(f"record-{backend}", "POST /v1/patients/{id}/assessments", backend, 1,
                          "POST", f"{base}/v1/patients/{writer}/assessments", record_bytes,
                          token, "record", pid, url),
+                Scenario(f"record-key-{backend}", "  same, with an Idempotency-Key", backend,
+                         1, "POST", f"{base}/v1/patients/{writer}/assessments", record_bytes,
+                         token, "record", pid, url, idempotency_keys=True),
                 Scenario(f"outcomes10-{backend}", "GET /v1/patients/{id}/outcomes (10)",
                          backend, 1, "GET", f"{base}/v1/patients/{p10}/outcomes", None, token,
                          None, pid, url),
@@ -329,6 +357,27 @@ def main(argv: list[str] | None = None) -> int:
             if backend == "postgresql":
                 pg_for_two = (url, data_dir)
             server.stop()  # free its connections before the next database
+            if backend == "sqlite" and not args.no_diagnostics:
+                # Each write transaction committed alone: what group commit buys.
+                alone = {"SQLITE_GROUP_COMMIT_MAX": "1"}
+                with service(url, data_dir, extra_env=alone) as single:
+                    assert single.process is not None
+                    for case in cases[1:3]:
+                        diag = Scenario(
+                            f"{case.name}-commit-alone",
+                            f"  diagnostic: {case.label.strip()}, SQLITE_GROUP_COMMIT_MAX=1",
+                            backend,
+                            1,
+                            case.method,
+                            case.url.replace(base, single.url),
+                            case.body,
+                            single.admin_key,
+                            server_pid=single.process.pid,
+                            database_url=url,
+                            idempotency_keys=case.idempotency_keys,
+                        )
+                        _check(diag.url, diag.token, diag.method, diag.body, 201)
+                        measure(diag, tmp, one_worker)
             if backend == backends[0] and not args.no_diagnostics:
                 # Same endpoint without the per-request API-key lookup (SCORES_OPEN, no key):
                 # how much of the scoring cost is authentication.
@@ -347,6 +396,30 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     _check(diag.url, None, diag.method, diag.body, 200)
                     measure(diag, tmp, one_worker)
+                # The collector not frozen after start-up (GC_FREEZE=false): what freezing buys.
+                with service(url, data_dir, extra_env={"GC_FREEZE": "false"}) as thawed:
+                    assert thawed.process is not None
+                    for case in cases[:2]:
+                        diag = Scenario(
+                            f"{case.name}-gc-thawed",
+                            f"  diagnostic: {case.label.strip()}, GC_FREEZE=false",
+                            backend,
+                            1,
+                            case.method,
+                            case.url.replace(base, thawed.url),
+                            case.body,
+                            thawed.admin_key,
+                            server_pid=thawed.process.pid,
+                            database_url=url,
+                        )
+                        _check(
+                            diag.url,
+                            diag.token,
+                            diag.method,
+                            diag.body,
+                            200 if case is cases[0] else 201,
+                        )
+                        measure(diag, tmp, one_worker)
         bare_second = measure(
             bare_case("bare-again", "bare POST (again: drift check)", bare, 1), tmp, one_worker
         )
@@ -399,6 +472,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"({two_workers[1].rps:.0f} vs {one.rps:.0f} req/s; nproc={facts['nproc']}, "
                 "shared with wrk and PostgreSQL)"
             )
+            two = two_workers[1]
+            print(
+                "  CPU per write (service + its PostgreSQL backends): "
+                f"{_fmt(_write_cpu(one), '.3f')} ms with 1 worker, "
+                f"{_fmt(_write_cpu(two), '.3f')} ms with 2 (on 2 shared cores throughput cannot "
+                "double; equal CPU per write means the second worker adds no overhead)"
+            )
     misses = [r for r in one_worker + two_workers if r.verdict == "MISS"]
     out = results_path("load")
     out.write_text(
@@ -422,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"\n{len(misses)} goal(s) missed; results written to {out.relative_to(ROOT)}")
     return 1 if misses else 0
+
+
+def _write_cpu(r: Result) -> float | None:
+    if r.server_cpu_ms is None:
+        return None
+    return r.server_cpu_ms + (r.pg_cpu_ms or 0.0)
 
 
 def _mean_cpu(rows: list[Result]) -> float | None:

@@ -47,12 +47,15 @@ def data_dir(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settings:
     """The service's settings for a test. Failed authentications are not limited (route tables
-    send wrong keys to every route on purpose) unless a test asks for a limit."""
+    send wrong keys to every route on purpose) unless a test asks for a limit; the collector is
+    not frozen (see `gc_freeze`)."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
         data_dir=data_dir,
-        **{"failed_auth_per_minute": 0, **overrides},
+        # Not frozen: a test session starts hundreds of apps, and each freeze would keep all
+        # the garbage then alive for good.
+        **{"failed_auth_per_minute": 0, "gc_freeze": False, **overrides},
     )
 
 

@@ -5,21 +5,23 @@ the response is built, so a 2xx is never sent for a write whose commit failed (t
 0.118+ trap of committing after `yield` in a dependency).
 
 SQLite: WAL with synchronous=FULL for durability, foreign keys on, `BEGIN IMMEDIATE` for write
-transactions and one writer at a time in-process (relying on busy_timeout alone gave p99 ~1 s).
+transactions and one writer at a time in-process (relying on busy_timeout alone gave p99 ~1 s),
+whose queued transactions commit as a group (`app.db.group_commit`).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from app.db.group_commit import MAX_GROUP, SqliteWriter
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -80,7 +82,7 @@ def create_db_engine(url: str) -> Engine:
 
 
 class Database:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, group_commit_max: int = MAX_GROUP) -> None:
         self.engine = create_db_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -90,12 +92,20 @@ class Database:
             else self.engine
         )
         self._write_sessions = sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
-        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+        self.sqlite_writer = (
+            SqliteWriter(writer_engine, group_commit_max) if self.is_sqlite else None
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A write transaction, committed on normal exit and rolled back on any exception."""
-        with self._write_lock or nullcontext(), self._write_sessions() as session, session.begin():
+        """A write transaction: committed (durably) before it returns, rolled back on any
+        exception. On SQLite, transactions that queue for the one writer commit as a group
+        (`app.db.group_commit`), each still all-or-nothing on its own."""
+        if self.sqlite_writer is not None:
+            with self.sqlite_writer.transaction() as session:
+                yield session
+            return
+        with self._write_sessions() as session, session.begin():
             yield session
 
     @contextmanager

@@ -1,0 +1,134 @@
+"""SQLite group commit (`app.db.group_commit`): writers that queue for the one writer share its
+transaction, each in a savepoint, and commit together. Each must still be all-or-nothing on its
+own, answered only after the commit that holds its work, and fail (storing nothing) when that
+commit fails."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from app.db.database import Database
+from app.db.group_commit import GroupCommitFailed, SqliteWriter
+
+WRITERS = 24
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'g.db'}")
+    with database.transaction() as session:
+        session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+    yield database
+    database.dispose()
+
+
+def _stored(db: Database) -> set[int]:
+    with db.read() as session:
+        return set(session.scalars(text("SELECT n FROM t")))
+
+
+def _together(db: Database, work: list[object], hold: float = 0.02) -> list[object]:
+    """Run the writers at once; the first holds the writer long enough for the others to
+    queue behind it. Returns what each raised (or None)."""
+    writer = db.sqlite_writer
+    assert writer is not None
+    outcomes: list[object] = [None] * len(work)
+    started = threading.Barrier(len(work))
+
+    def run(i: int) -> None:
+        started.wait()
+        try:
+            with db.transaction() as session:
+                session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": i})
+                if i == 0:
+                    threading.Event().wait(hold)
+                if work[i] == "fail":
+                    raise ValueError(f"writer {i} fails")
+        except Exception as exc:
+            outcomes[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+def test_queued_writers_commit_in_fewer_commits_and_all_are_stored(db: Database) -> None:
+    writer = db.sqlite_writer
+    assert isinstance(writer, SqliteWriter)
+    before = (writer.stats.transactions, writer.stats.commits)
+    outcomes = _together(db, ["ok"] * WRITERS)
+    assert outcomes == [None] * WRITERS
+    assert _stored(db) == set(range(WRITERS))
+    transactions = writer.stats.transactions - before[0]
+    commits = writer.stats.commits - before[1]
+    assert transactions == WRITERS
+    assert commits < WRITERS  # grouped: fewer fsyncs than transactions
+
+
+def test_a_failing_writer_fails_alone_and_leaves_nothing(db: Database) -> None:
+    plan = ["fail" if i % 5 == 3 else "ok" for i in range(WRITERS)]
+    outcomes = _together(db, list(plan))
+    failed = {i for i, o in enumerate(outcomes) if o is not None}
+    assert failed == {i for i, p in enumerate(plan) if p == "fail"}
+    assert all(isinstance(outcomes[i], ValueError) for i in failed)
+    assert _stored(db) == set(range(WRITERS)) - failed
+
+
+def test_a_failed_group_commit_fails_every_member_and_stores_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import group_commit
+
+    def failing_commit(self: group_commit._Group) -> None:
+        self.error = OSError("disk I/O error")
+        self.transaction.rollback()
+        self.connection.close()
+        self.done.set()
+
+    monkeypatch.setattr(group_commit._Group, "finish", failing_commit)
+    outcomes = _together(db, ["ok"] * 8)
+    assert all(isinstance(o, GroupCommitFailed) for o in outcomes), outcomes
+    monkeypatch.undo()
+    assert _stored(db) == set()
+    with db.transaction() as session:  # the writer is usable again afterwards
+        session.execute(text("INSERT INTO t (n) VALUES (99)"))
+    assert _stored(db) == {99}
+
+
+def test_nobody_is_answered_before_the_commit_holding_their_work(db: Database) -> None:
+    """Every writer, on leaving `transaction()`, finds its row visible to a new connection."""
+    seen_missing: list[int] = []
+
+    def check(i: int) -> None:
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": i})
+        if i not in _stored(db):
+            seen_missing.append(i)
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert seen_missing == []
+    assert _stored(db) == set(range(WRITERS))
+
+
+def test_a_savepoint_inside_a_grouped_transaction_still_works(db: Database) -> None:
+    with db.transaction() as session:
+        session.execute(text("INSERT INTO t (n) VALUES (1)"))
+        try:
+            with session.begin_nested():
+                session.execute(text("INSERT INTO t (n) VALUES (2)"))
+                raise ValueError
+        except ValueError:
+            pass
+    assert _stored(db) == {1}
