@@ -16,7 +16,7 @@ from app.schemas.cohorts import ResponseRatesOut, TimeToEventOut
 from app.schemas.common import problem_responses
 from app.scoring.cohort import CohortEvent, Imputation
 from app.services import cohorts as service
-from app.services.cohorts import CohortData, CohortSelection
+from app.services.cohorts import CohortData, CohortEvents, CohortSelection
 
 router = APIRouter(prefix="/v1/cohorts", tags=["cohorts"])
 
@@ -80,6 +80,15 @@ def _read(ctx: RequestContext, selection: CohortSelection) -> CohortData:
     )
 
 
+def _read_events(ctx: RequestContext, selection: CohortSelection) -> CohortEvents:
+    """`_read` for a time-to-event estimate: the same patients and audit, lean scores."""
+    return read_then(
+        ctx,
+        lambda s: service.load_cohort_events(s, ctx.access, selection),
+        lambda data: ctx.touched(patient_ids=data.patient_ids),
+    )
+
+
 @router.get(
     "/responses",
     summary="Response rates per visit (PASI 75, PASI 90 ...) with 95 % Wilson intervals",
@@ -133,7 +142,7 @@ def get_time_to_event(
     censored at the follow-up so far. `survival` is the probability of not yet having had the
     event. A cohort with no patients answers `n` 0."""
     options = outcome.options()
-    data = _read(ctx, selection)
+    data = _read_events(ctx, selection)
     km = service.kaplan_meier_of(data, event, options)
     return json_answer(service.time_to_event_out(event, km).model_dump_json())
 
@@ -159,6 +168,6 @@ def get_time_to_event_svg(
 ) -> Response:
     """The same estimate as `GET /v1/cohorts/time-to-event` with the same parameters, drawn."""
     options = outcome.options()
-    data = _read(ctx, selection)
+    data = _read_events(ctx, selection)
     km = service.kaplan_meier_of(data, event, options)
     return SvgResponse(km_curve_svg(service.km_chart(event, km)))
