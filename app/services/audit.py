@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
@@ -74,15 +74,22 @@ _INSERT_PATIENT = insert(table_of(AuditEventPatient))
 _LAST_HASH = select(AuditEvent.chain_hash).order_by(AuditEvent.id.desc()).limit(1)
 
 
+_ORGANIZATIONS = select(Patient.id, Patient.organization_id).where(
+    Patient.id.in_(bindparam("patient_ids", expanding=True))
+)
+CHUNK = 5000  # ids per query: well under SQLite's 32,766 bound parameters
+
+
 def _organizations_of(
     session: Session, patient_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, uuid.UUID | None]:
-    if not patient_ids:
-        return {}
-    rows = session.execute(
-        select(Patient.id, Patient.organization_id).where(Patient.id.in_(patient_ids))
-    )
-    found: dict[uuid.UUID, uuid.UUID] = dict(rows.tuples().all())
+    """Each patient's organization (None for an id that names no patient), in chunks: a cohort
+    read names every patient of a study."""
+    found: dict[uuid.UUID, uuid.UUID] = {}
+    connection = session.connection()
+    for start in range(0, len(patient_ids), CHUNK):
+        chunk = patient_ids[start : start + CHUNK]
+        found.update(connection.execute(_ORGANIZATIONS, {"patient_ids": chunk}).tuples().all())
     return {p: found.get(p) for p in patient_ids}
 
 
