@@ -130,15 +130,24 @@ class SqliteWriter:
             with session.begin():
                 yield session
         except BaseException:
+            try:
+                session.close()
+                connection = group.connection
+                if connection.invalidated or connection.in_nested_transaction():
+                    group.broken = True  # its savepoint could not be rolled back
+            except BaseException:
+                group.broken = True
+            finally:
+                self._release(group)  # always: a lock left held would stop every writer
+            raise
+        try:
             session.close()
-            connection = group.connection
-            if connection.invalidated or connection.in_nested_transaction():
-                group.broken = True  # its savepoint could not be rolled back
+            group.members += 1
+            self.stats.transactions += 1
+        except BaseException:
+            group.broken = True
             self._release(group)
             raise
-        session.close()
-        group.members += 1
-        self.stats.transactions += 1
         if self._release(group):
             group.done.wait()
         if group.error is not None:
