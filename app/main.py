@@ -42,6 +42,7 @@ from app.db.database import Database
 from app.db.migrate import upgrade_to_head
 from app.services.api_keys import BOOTSTRAP_KEY_FILE, bootstrap_admin_key
 from app.services.idempotency import purge_expired
+from app.services.outcomes_cache import BytesCache
 from app.settings import Settings, get_settings
 
 log = logging.getLogger("app")
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             failed_auth_limiter=RateLimiter(
                 settings.failed_auth_per_minute, what="failed authentications from this address"
             ),
+            outcomes_cache=BytesCache(settings.outcomes_cache_bytes),
         )
         _announce_startup(settings, db)
         if settings.gc_freeze:

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
         description="SQLite: at most this many queued write transactions commit together (one "
         "fsync), each still all-or-nothing on its own; 1 commits each alone.",
     )
+    outcomes_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Per worker: outcomes answers kept, keyed by each patient's revision (the "
+        "count and version sum of their records, read on every request), up to this many bytes "
+        "in all; 0 turns the cache off.",
+    )
     gc_freeze: bool = Field(
         default=True,
         description="After start-up, collect once and move every object then alive (modules, "

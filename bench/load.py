@@ -10,7 +10,8 @@ keep-alive connections, a Lua script for the POST body and the Authorization hea
     .venv/bin/python bench/load.py --quick         # 2 s per scenario: a smoke run
 
 Scenarios: scoring; recording an assessment, without and with a new `Idempotency-Key` on
-every request (what integrators send); outcomes of patients with 10 and 1,000 assessments; on
+every request (what integrators send); outcomes of patients with 10 and 1,000 assessments
+(repeated reads: served from the outcomes cache), and of the 1,000 uncached; on
 the first database two diagnostics (scoring with no key, SCORES_OPEN; scoring and recording
 with GC_FREEZE=false, to see what freezing the collector after start-up buys); on SQLite
 recording with SQLITE_GROUP_COMMIT_MAX=1 (every transaction committed alone); on PostgreSQL
@@ -357,6 +358,24 @@ def main(argv: list[str] | None = None) -> int:
             if backend == "postgresql":
                 pg_for_two = (url, data_dir)
             server.stop()  # free its connections before the next database
+            # Outcomes with the cache off (every read cold: what the cache buys, and the
+            # uncached cost that the first read after each write pays).
+            with service(url, data_dir, extra_env={"OUTCOMES_CACHE_BYTES": "0"}) as cold:
+                assert cold.process is not None
+                cold_case = Scenario(
+                    f"outcomes1000-cold-{backend}",
+                    "  same, uncached (OUTCOMES_CACHE_BYTES=0)",
+                    backend,
+                    1,
+                    "GET",
+                    f"{cold.url}/v1/patients/{p1000}/outcomes",
+                    None,
+                    cold.admin_key,
+                    server_pid=cold.process.pid,
+                    database_url=url,
+                )
+                _check(cold_case.url, cold_case.token, "GET", None, 200)
+                measure(cold_case, tmp, one_worker)
             if backend == "sqlite" and not args.no_diagnostics:
                 # Each write transaction committed alone: what group commit buys.
                 alone = {"SQLITE_GROUP_COMMIT_MAX": "1"}

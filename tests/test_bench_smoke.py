@@ -20,7 +20,7 @@ from tests.dbs import selected_backends
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_MODULES = [
     "common", "bare_app", "pgcluster", "load", "outcomes_scale", "crash", "soak",
-    "batch_vs_single", "export_memory",
+    "batch_vs_single", "export_memory", "cohort_scale",
 ]  # fmt: skip
 LIBRARY_MODULES = {"common", "bare_app", "pgcluster"}  # no main()
 

@@ -8,6 +8,7 @@ from fastapi import Request
 
 from app.auth.guards import KeyCache, RateLimiter
 from app.db.database import Database
+from app.services.outcomes_cache import BytesCache
 from app.settings import Settings
 
 
@@ -20,6 +21,7 @@ class Runtime:
     key_cache: KeyCache
     rate_limiter: RateLimiter
     failed_auth_limiter: RateLimiter
+    outcomes_cache: BytesCache
 
 
 def runtime(request: Request) -> Runtime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -25,6 +25,7 @@ from app.scoring.outcomes import (
     TreatmentCourse,
     compute_outcomes,
 )
+from app.services.outcomes_cache import BytesCache, revision
 from app.services.patients import ensure_patient, visible
 
 _SCORE_COLUMNS = (
@@ -165,3 +166,34 @@ def patient_outcomes(
             reason="no-assessments",
         )
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomesRead:
+    """A patient's outcomes read: the cached answer (`body`), or the outcomes computed to be
+    encoded and cached under `key`."""
+
+    key: Hashable
+    body: bytes | None
+    outcomes: Outcomes | None
+
+
+def read_outcomes(
+    session: Session,
+    access: Access,
+    patient_id: uuid.UUID,
+    options: OutcomeOptions,
+    treatment_id: uuid.UUID | None,
+    cache: BytesCache,
+) -> OutcomesRead:
+    """`patient_outcomes`, or its answer cached under the patient's revision. The access check
+    comes first, always; the revision is read before the records (see `outcomes_cache`)."""
+    key: Hashable = None
+    if cache.max_bytes:
+        ensure_patient(session, access, patient_id)
+        key = (patient_id, revision(session, patient_id), options, treatment_id)
+        body = cache.get(key)
+        if body is not None:
+            return OutcomesRead(key, body, None)
+    computed = patient_outcomes(session, access, patient_id, options, treatment_id)
+    return OutcomesRead(key, None, computed)

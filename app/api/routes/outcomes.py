@@ -5,18 +5,20 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from pydantic_core import to_json
 
-from app.api.context import Answer, ReadContext, audited
+from app.api.context import ReadContext, audited, json_response
 from app.api.outcome_options import threshold_tenths
+from app.api.state import runtime
 from app.formats.outcomes import outcomes_json
 from app.schemas.common import problem_responses
 from app.schemas.outcomes import OutcomesOut
 from app.scoring.outcomes import OutcomeOptions
 from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
 from app.scoring.response import ClearanceCriterion
-from app.services.outcomes import patient_outcomes
+from app.services.outcomes import read_outcomes
 
 router = APIRouter(tags=["outcomes"])
 
@@ -29,6 +31,7 @@ router = APIRouter(tags=["outcomes"])
 )
 @audited("read-outcomes")
 def get_outcomes(
+    request: Request,
     patient_id: uuid.UUID,
     ctx: ReadContext,
     clearance: Annotated[
@@ -65,9 +68,16 @@ def get_outcomes(
         relapse_threshold_tenths=threshold_tenths(relapse_threshold),
         rebound_window_days=rebound_window_days,
     )
-    return ctx.read(
-        lambda s: Answer(
-            outcomes_json(patient_outcomes(s, ctx.access, patient_id, options, treatment)),
-            ctx.touched(patient_id, "patient", patient_id),
-        )
+    cache = runtime(request).outcomes_cache
+    read = ctx.read_value(
+        lambda s: read_outcomes(s, ctx.access, patient_id, options, treatment, cache),
+        lambda _read: ctx.touched(patient_id, "patient", patient_id),
     )
+    if read.body is not None:  # cached under the patient's current revision
+        return json_response(200, read.body, {})
+    assert read.outcomes is not None
+    # Shaped and encoded once, after the read and its audit event, straight to bytes.
+    body = to_json(outcomes_json(read.outcomes))
+    if read.key is not None:
+        cache.put(read.key, body)
+    return json_response(200, body, {})

@@ -1,0 +1,84 @@
+"""Outcomes answers cached as response bytes, keyed by the patient's revision.
+
+A patient's revision is derived, not stored: the number of their assessments and treatments and
+the sum of those records' versions. Every write to a patient's records either adds a record or
+adds a version to one (amendments and entered-in-error marks are versions too; nothing is ever
+deleted), so the revision grows with every write and no write path can forget to bump it. It is
+read from the database on every request, so the cache is correct with several workers and
+replicas: each process caches what it computed, and a write anywhere changes the key that every
+process looks up next.
+
+The revision is read before the records, in the same transaction: on PostgreSQL (read committed)
+a write committing in between makes the records newer than the key, never older, so a cached
+answer is never staler than its key.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from sqlalchemy import ScalarSelect, bindparam, func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import Assessment, Treatment
+
+Revision = tuple[int, int, int, int]
+
+
+def _counted(model: type[Assessment] | type[Treatment]) -> list[ScalarSelect[int]]:
+    mine = model.patient_id == bindparam("patient_id")
+    return [
+        select(func.count()).where(mine).scalar_subquery(),
+        select(func.coalesce(func.sum(model.version), 0)).where(mine).scalar_subquery(),
+    ]
+
+
+# Built once, one round trip: both tables' counts and version sums.
+_REVISION = select(*_counted(Assessment), *_counted(Treatment))
+
+
+def revision(session: Session, patient_id: uuid.UUID) -> Revision:
+    """(assessments, Σ their versions, treatments, Σ their versions) of the patient."""
+    row = session.connection().execute(_REVISION, {"patient_id": patient_id}).one()
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
+class BytesCache:
+    """A per-process LRU of encoded answers, bounded by their total size."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        if len(value) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= len(old)
+            self._entries[key] = value
+            self._size += len(value)
+            while self._size > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._size -= len(dropped)
+
+    @property
+    def size(self) -> int:
+        return self._size
