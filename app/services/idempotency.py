@@ -1,7 +1,8 @@
 """Idempotency keys, claimed through a unique index (not read-then-insert).
 
 1. Claim: insert (owner, method, path, key) with the request hash and a lease, in its own short
-   transaction. A unique violation means someone used the key before: replay their stored
+   transaction, `ON CONFLICT DO NOTHING`. Nothing inserted means someone used the key before
+   (the unique index decides, after waiting for a concurrent claimer's commit): replay their stored
    response (same hash), refuse a different body (422), or answer 409 while it is in flight.
 2. The write and the stored response commit in ONE transaction, so a crash leaves either both
    or neither; a claim whose request died is taken over once its lease expires.
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.db.database import Database
@@ -32,6 +34,17 @@ from app.services.versioning import affected_rows
 
 MAX_KEY_LENGTH = 255
 _INSERT_KEY = insert(table_of(IdempotencyKey))
+# A claim is an insert that does nothing when the key is taken (the unique index on owner and
+# key): no savepoint, no aborted statement, and a key in flight elsewhere is waited for by the
+# database, then found. Built once per dialect.
+_CLAIM = {
+    "sqlite": sqlite_insert(table_of(IdempotencyKey))
+    .on_conflict_do_nothing()
+    .returning(IdempotencyKey.id),
+    "postgresql": postgresql_insert(table_of(IdempotencyKey))
+    .on_conflict_do_nothing()
+    .returning(IdempotencyKey.id),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,17 +179,12 @@ def claim_in(
     now = datetime.now(UTC)
     fresh = _fresh(key_scope, digest, policy, now)
     lease_until, token = fresh["lease_until"], fresh["token"]
-    try:
-        with session.begin_nested():
-            new_id = session.scalar(
-                insert(IdempotencyKey)
-                .values(owner=key_scope.owner, key=key_scope.key, **fresh)
-                .returning(IdempotencyKey.id)
-            )
-        assert new_id is not None
+    connection = session.connection()
+    new_id = connection.execute(
+        _CLAIM[connection.dialect.name], {"owner": key_scope.owner, "key": key_scope.key, **fresh}
+    ).scalar()
+    if new_id is not None:
         return Claim(new_id, token)
-    except IntegrityError:
-        pass
     row = session.execute(
         select(IdempotencyKey).where(
             IdempotencyKey.owner == key_scope.owner, IdempotencyKey.key == key_scope.key
@@ -232,24 +240,38 @@ def claim_in(
     return take_over(IdempotencyKey.response_status.is_(None))
 
 
+_KEYS = table_of(IdempotencyKey)
+_COMPLETE = (
+    update(_KEYS)
+    .where(
+        _KEYS.c.id == bindparam("claim_id"),
+        _KEYS.c.token == bindparam("claim_token"),
+        _KEYS.c.response_status.is_(None),
+    )
+    .values(
+        response_status=bindparam("stored_status", type_=_KEYS.c.response_status.type),
+        response_body=bindparam("stored_body", type_=_KEYS.c.response_body.type),
+        response_headers=bindparam("stored_headers", type_=_KEYS.c.response_headers.type),
+        response_audit=bindparam("stored_audit", type_=_KEYS.c.response_audit.type),
+    )
+)
+
+
 def complete(session: Session, claimed: Claim, response: StoredResponse) -> None:
     """Store the answer, in the work's own transaction, only while this claim still holds the
     key (its fencing token): a request that outlived its lease and was taken over by a retry
     fails here, and its work rolls back with it, so the retry's answer stands."""
     stored = affected_rows(
-        session.execute(
-            update(IdempotencyKey)
-            .where(
-                IdempotencyKey.id == claimed.claim_id,
-                IdempotencyKey.token == claimed.token,
-                IdempotencyKey.response_status.is_(None),
-            )
-            .values(
-                response_status=response.status,
-                response_body=response.body,
-                response_headers=response.headers,
-                response_audit=response.audit,
-            )
+        session.connection().execute(
+            _COMPLETE,
+            {
+                "claim_id": claimed.claim_id,
+                "claim_token": claimed.token,
+                "stored_status": response.status,
+                "stored_body": response.body,
+                "stored_headers": response.headers,
+                "stored_audit": response.audit,
+            },
         )
     )
     if stored != 1:
