@@ -469,6 +469,8 @@ def _run_items(session: Session, origin: Origin, items: list[_Item]) -> None:
         if not _gather(session, origin, item, read, known, pending, seen_keys):
             _write_pending(session, origin, pending, known)
             _run_item(session, origin, item, known)
+            if item.key is not None:  # claimed now: a later item with it runs alone too
+                seen_keys.add(item.key)
     _write_pending(session, origin, pending, known)
 
 
