@@ -236,6 +236,10 @@ def _item_info(patient_id: uuid.UUID, assessment_id: uuid.UUID) -> AuditInfo:
     return AuditInfo(ITEM_ACTION, patient_id, "assessment", assessment_id)
 
 
+def _created_info(patient_id: uuid.UUID) -> AuditInfo:
+    return AuditInfo("create-patient", patient_id, "patient", patient_id)
+
+
 def _answer(info: AuditInfo) -> idempotency.StoredResponse:
     """A stored item's answer, as its key replays it."""
     body = json.dumps(
@@ -287,10 +291,7 @@ def _run_item(
         ref = item.patient.identifier
         assert ref is not None
         known[(ref.system, ref.value, item.patient.organization_id)] = outcome.created_patient
-        created = AuditInfo(
-            "create-patient", outcome.created_patient, "patient", outcome.created_patient
-        )
-        _record(session, origin, created, 201)
+        _record(session, origin, _created_info(outcome.created_patient), 201)
     _record(session, origin, info, 201)
 
 
@@ -390,8 +391,7 @@ def _new_patient(
     made = new_patient_rows(origin.access, organization_id, _patient_in(ref))
     patient_id: uuid.UUID = made[0]["id"]
     pending.patients.append(made)
-    created = AuditInfo("create-patient", patient_id, "patient", patient_id)
-    pending.events.append((created, 201))
+    pending.events.append((_created_info(patient_id), 201))
     item.outcome.created_patient = patient_id
     known[(*pair, ref.organization_id)] = patient_id
     return patient_id

@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 
 from app.db.database import Database
 from app.services import audit, batch
-from tests.api.helpers import assessment_body, identifier, new_patient
+from tests.api.helpers import identifier, new_patient
+from tests.api.test_batch_api import _item
 from tests.conftest import _empty_tables
 
 URL = "/v1/assessments:batch"
@@ -23,15 +24,6 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 def _db(client: TestClient) -> Database:
     db: Database = client.app.state.runtime.db  # type: ignore[attr-defined]
     return db
-
-
-def _item(
-    patient: dict[str, Any], day: str, key: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    item: dict[str, Any] = {"patient": patient, "assessment": assessment_body(day, **extra)}
-    if key is not None:
-        item["key"] = key
-    return item
 
 
 def _mixed_batch(existing: str) -> list[dict[str, Any]]:
