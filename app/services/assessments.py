@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,13 +20,6 @@ from app.errors import BaselineExists
 from app.schemas.common import Page
 from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
 from app.services import versioning
-from app.services.pagination import (
-    cursor_date,
-    cursor_datetime,
-    cursor_uuid,
-    decode_cursor,
-    encode_cursor,
-)
 from app.services.patients import ensure_patient, require_record
 from app.services.scoring import compute_scores
 
@@ -235,11 +228,8 @@ def list_assessments(
     visit: str | None,
 ) -> Page[AssessmentOut]:
     ensure_patient(session, access, patient_id)
-    query = (
-        select(Assessment)
-        .where(Assessment.patient_id == patient_id, Assessment.entered_in_error.is_(False))
-        .order_by(Assessment.assessed_on, Assessment.recorded_at, Assessment.id)
-        .limit(limit + 1)
+    query = select(Assessment).where(
+        Assessment.patient_id == patient_id, Assessment.entered_in_error.is_(False)
     )
     if from_date is not None:
         query = query.where(Assessment.assessed_on >= from_date)
@@ -247,19 +237,7 @@ def list_assessments(
         query = query.where(Assessment.assessed_on <= to_date)
     if visit is not None:
         query = query.where(Assessment.visit == visit)
-    if cursor:
-        values = decode_cursor(cursor, 3)
-        after = (cursor_date(values[0]), cursor_datetime(values[1]), cursor_uuid(values[2]))
-        query = query.where(
-            tuple_(Assessment.assessed_on, Assessment.recorded_at, Assessment.id) > after
-        )
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor(
-            [last.assessed_on.isoformat(), last.recorded_at.isoformat(), str(last.id)]
-        )
+    rows, next_cursor = versioning.record_page(
+        session, query, Assessment, "assessed_on", limit, cursor
+    )
     return Page[AssessmentOut](items=[to_out(r) for r in rows], next_cursor=next_cursor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
@@ -14,13 +14,6 @@ from app.errors import Conflict
 from app.schemas.common import Page
 from app.schemas.records import TreatmentAmend, TreatmentIn, TreatmentOut, TreatmentVersionOut
 from app.services import versioning
-from app.services.pagination import (
-    cursor_date,
-    cursor_datetime,
-    cursor_uuid,
-    decode_cursor,
-    encode_cursor,
-)
 from app.services.patients import ensure_patient, require_record
 
 CONTENT_FIELDS = {"agent", "started_on", "ended_on", "doses", "notes"}
@@ -105,27 +98,12 @@ def list_treatments(
 ) -> Page[TreatmentOut]:
     """Active courses by start date, one keyset page at a time."""
     ensure_patient(session, access, patient_id)
-    query = (
-        select(Treatment)
-        .where(Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False))
-        .order_by(Treatment.started_on, Treatment.recorded_at, Treatment.id)
-        .limit(limit + 1)
+    query = select(Treatment).where(
+        Treatment.patient_id == patient_id, Treatment.entered_in_error.is_(False)
     )
-    if cursor:
-        started_on, recorded_at, treatment_id = decode_cursor(cursor, 3)
-        after = (cursor_date(started_on), cursor_datetime(recorded_at), cursor_uuid(treatment_id))
-        query = query.where(
-            tuple_(Treatment.started_on, Treatment.recorded_at, Treatment.id) > after
-        )
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = None
-    if more:
-        last = rows[-1]
-        next_cursor = encode_cursor(
-            [last.started_on.isoformat(), last.recorded_at.isoformat(), str(last.id)]
-        )
+    rows, next_cursor = versioning.record_page(
+        session, query, Treatment, "started_on", limit, cursor
+    )
     return Page[TreatmentOut](items=[to_out(r) for r in rows], next_cursor=next_cursor)
 
 

@@ -14,12 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Insert, Result, insert, select, update
+from sqlalchemy import CursorResult, Insert, Result, Select, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Assessment, RecordVersion, Treatment, table_of
 from app.errors import Conflict, PreconditionFailed, PreconditionRequired
-from app.services.pagination import cursor_int, decode_cursor, encode_cursor
+from app.services.pagination import (
+    cursor_date,
+    cursor_datetime,
+    cursor_int,
+    cursor_uuid,
+    decode_cursor,
+    encode_cursor,
+)
 
 VersionedRow = Assessment | Treatment
 R = TypeVar("R", Assessment, Treatment)
@@ -300,3 +307,29 @@ def history_page(
         items.append(fields)
     next_cursor = encode_cursor([versions[-1].version]) if more else None
     return HistoryPage(row.patient_id, items, next_cursor)
+
+
+def record_page(
+    session: Session,
+    query: Select[tuple[R]],
+    model: type[R],
+    day: str,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[R], str | None]:
+    """One keyset page of records ordered by their clinical date (`day`: `assessed_on`,
+    `started_on`), then when they were recorded, then id; and the cursor after it, if more."""
+    columns = (getattr(model, day), model.recorded_at, model.id)
+    query = query.order_by(*columns).limit(limit + 1)
+    if cursor:
+        on, recorded_at, record_id = decode_cursor(cursor, 3)
+        after = (cursor_date(on), cursor_datetime(recorded_at), cursor_uuid(record_id))
+        query = query.where(tuple_(*columns) > after)
+    rows = list(session.scalars(query))
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]
+    return rows, encode_cursor(
+        [getattr(last, day).isoformat(), last.recorded_at.isoformat(), str(last.id)]
+    )
