@@ -138,6 +138,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # No automatic trailing-slash redirects: they answered with a Location built from the
         # request's Host header (an open redirect on a misconfigured proxy); `/x/` is a 404.
         redirect_slashes=False,
+        # The service exports no OpenTelemetry; switched off, FastAPI skips asking the global
+        # providers whether anyone listens, on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     logging_filters.install()
     install_problem_handlers(app, audit_refusal)

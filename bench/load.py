@@ -276,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker runs")
     parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios to run (score, record, record-key, outcomes10, "
+        "outcomes1000, outcomes1000-cold); default all. The bare endpoint always runs.",
+    )
+    parser.add_argument(
         "--no-diagnostics", action="store_true", help="skip the scoring-without-auth run"
     )
     args = parser.parse_args(argv)
@@ -293,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrk -t1 -c{args.connections}, {duration:.0f} s per scenario after {warmup:.0f} s warm-up"
     )
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+
+    def chosen(name: str, backend: str) -> bool:
+        return not only or name.removesuffix(f"-{backend}") in only
+
     score_bytes = json.dumps(SCORE_BODY).encode()
     record_bytes = json.dumps(assessment_body(0, visit="load")).encode()
     one_worker: list[Result] = []
@@ -352,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                          "outcomes1000", pid, url),
             ]  # fmt: skip
             for case in cases:
+                if not chosen(case.name, backend):
+                    continue
                 expect = 201 if case.name.startswith("record") else 200
                 _check(case.url, token, case.method, case.body, expect)
                 measure(case, tmp, one_worker)
@@ -360,22 +373,24 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()  # free its connections before the next database
             # Outcomes with the cache off (every read cold: what the cache buys, and the
             # uncached cost that the first read after each write pays).
-            with service(url, data_dir, extra_env={"OUTCOMES_CACHE_BYTES": "0"}) as cold:
-                assert cold.process is not None
-                cold_case = Scenario(
-                    f"outcomes1000-cold-{backend}",
-                    "  same, uncached (OUTCOMES_CACHE_BYTES=0)",
-                    backend,
-                    1,
-                    "GET",
-                    f"{cold.url}/v1/patients/{p1000}/outcomes",
-                    None,
-                    cold.admin_key,
-                    server_pid=cold.process.pid,
-                    database_url=url,
-                )
-                _check(cold_case.url, cold_case.token, "GET", None, 200)
-                measure(cold_case, tmp, one_worker)
+            if chosen(f"outcomes1000-cold-{backend}", backend):
+                cold_env = {"OUTCOMES_CACHE_BYTES": "0"}
+                with service(url, data_dir, extra_env=cold_env) as cold:
+                    assert cold.process is not None
+                    cold_case = Scenario(
+                        f"outcomes1000-cold-{backend}",
+                        "  same, uncached (OUTCOMES_CACHE_BYTES=0)",
+                        backend,
+                        1,
+                        "GET",
+                        f"{cold.url}/v1/patients/{p1000}/outcomes",
+                        None,
+                        cold.admin_key,
+                        server_pid=cold.process.pid,
+                        database_url=url,
+                    )
+                    _check(cold_case.url, cold_case.token, "GET", None, 200)
+                    measure(cold_case, tmp, one_worker)
             if backend == "sqlite" and not args.no_diagnostics:
                 # Each write transaction committed alone: what group commit buys.
                 alone = {"SQLITE_GROUP_COMMIT_MAX": "1"}

@@ -3,7 +3,8 @@
 `BodyGuard` reads request bodies before the app does: it answers 413 as soon as a body exceeds
 the limit (without reading it whole), 415 for a body that is not JSON, and 400 for JSON that
 RFC 8259 does not allow (NaN, Infinity, bad UTF-8), which Python's json module would otherwise
-accept. `SecurityHeaders` adds the security headers to every response.
+accept. The value it parsed is left in the scope for `LeanRoute`, so a body is parsed
+once. `SecurityHeaders` adds the security headers to every response.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.lean_route import PARSED_BODY_KEY
 from app.api.problems import as_operation_outcome, is_fhir_path, problem_response
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
@@ -25,32 +27,41 @@ def _reject_constant(name: str) -> Any:
 
 
 def _reject_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        names = [name for name, _ in pairs]
         duplicate = next(n for n in names if names.count(n) > 1)
         raise ValueError(f"the member name {duplicate!r} appears twice in one object")
-    return dict(pairs)
+    return members
 
 
-def strict_json_error(body: bytes) -> str | None:
-    """Why the body is not JSON we accept, or None. Duplicate member names are refused: the
-    later value would silently replace the earlier one."""
+def strict_json(body: bytes) -> tuple[Any, str | None]:
+    """The body's JSON value, or why it is not JSON we accept. Duplicate member names are
+    refused: the later value would silently replace the earlier one."""
     try:
-        json.loads(
+        value = json.loads(
             body.decode("utf-8"),
             parse_constant=_reject_constant,
             object_pairs_hook=_reject_duplicate_names,
         )
     except UnicodeDecodeError:
-        return "the request body is not UTF-8"
+        return None, "the request body is not UTF-8"
     except RecursionError:
-        return "the request body is nested too deeply"
+        return None, "the request body is nested too deeply"
     except ValueError as exc:
         message = str(exc)
         if "appears twice" in message or "is not valid JSON" in message:
-            return message
-        return "the request body is not valid JSON (RFC 8259)"
-    return None
+            return None, message
+        return None, "the request body is not valid JSON (RFC 8259)"
+    return value, None
+
+
+def _is_plain_json(content_type: bytes) -> bool:
+    """`application/json` or `application/<x>+json`: the types FastAPI itself reads as JSON."""
+    if content_type == b"application/json":
+        return True
+    kind, _, subtype = content_type.partition(b"/")
+    return kind == b"application" and subtype.endswith(b"+json") and b" " not in subtype
 
 
 def _nul_in_query(query_string: bytes) -> JSONResponse:
@@ -119,11 +130,14 @@ class BodyGuard:
                 )
                 await _for_path(scope, unsupported)(scope, receive, send)
                 return
-            problem = strict_json_error(body)
+            value, problem = strict_json(body)
             if problem is not None:
                 malformed = problem_response(400, "malformed-request", "Malformed request", problem)
                 await _for_path(scope, malformed)(scope, receive, send)
                 return
+            if _is_plain_json(content_type):
+                # Parsed once: LeanRoute validates this value instead of parsing the body again.
+                scope[PARSED_BODY_KEY] = value
         replayed = False
 
         async def replay() -> Message:

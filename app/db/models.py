@@ -171,6 +171,8 @@ class Assessment(Base):
             sqlite_where=text("is_baseline = 1 AND entered_in_error = 0"),
             postgresql_where=text("is_baseline AND NOT entered_in_error"),
         ),
+        # The outcomes cache's revision (count and version sum) read from the index alone.
+        Index("ix_assessments_patient_version", "patient_id", "version"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
@@ -191,7 +193,10 @@ class Assessment(Base):
 
 class Treatment(Base):
     __tablename__ = "treatments"
-    __table_args__ = (Index("ix_treatments_patient_order", "patient_id", "started_on", "id"),)
+    __table_args__ = (
+        Index("ix_treatments_patient_order", "patient_id", "started_on", "id"),
+        Index("ix_treatments_patient_version", "patient_id", "version"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     patient_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("patients.id", ondelete="RESTRICT"))

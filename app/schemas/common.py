@@ -73,7 +73,13 @@ Percent = Annotated[
 
 
 def as_decimal(value: float | Decimal) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(repr(value))
+    """The decimal number the user wrote (the float's shortest repr); a whole number as an
+    integer Decimal, the form the scoring core keeps, so it need not be normalised again."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) or value.is_integer():
+        return Decimal(int(value))
+    return Decimal(repr(value))
 
 
 class StrictInput(BaseModel):

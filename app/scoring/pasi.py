@@ -89,6 +89,8 @@ def checked_percent(value: object, field: str) -> Decimal:
     the user wrote. The result has no exponent notation, no trailing fractional zeros and no
     negative zero, so arithmetic on it stays short and exact.
     """
+    if type(value) is int and 0 <= value <= 100:  # the common case, already canonical
+        return Decimal(value)
     if isinstance(value, float):
         raise ScoringInputError(field, "must be an exact decimal number, not a binary float")
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -98,8 +100,10 @@ def checked_percent(value: object, field: str) -> Decimal:
         raise ScoringInputError(field, _PERCENT_RULE)
     if number == 0:
         return Decimal(0)
-    _sign, digits, exponent = number.as_tuple()
+    sign, digits, exponent = number.as_tuple()
     assert isinstance(exponent, int)  # finite
+    if exponent == 0 and not sign:  # an integer written without a fraction: canonical
+        return number
     coefficient = list(digits)
     while exponent < 0 and len(coefficient) > 1 and coefficient[-1] == 0:
         coefficient.pop()
@@ -161,10 +165,17 @@ class PasiScore:
     regions: Mapping[Region, RegionScore]  # in Region declaration order
 
 
+def _severity(value: object, region: Region, sign: str) -> int:
+    if type(value) is int and 0 <= value <= SEVERITY_MAX:  # the common case
+        return value
+    return checked_int(value, f"{region}/{sign}", SEVERITY_MAX)  # names the field if invalid
+
+
 def _score_region(region: Region, signs: RegionSigns) -> RegionScore:
-    severity_sum = sum(
-        checked_int(getattr(signs, sign), f"{region}/{sign}", SEVERITY_MAX)
-        for sign in ("erythema", "induration", "desquamation")
+    severity_sum = (
+        _severity(signs.erythema, region, "erythema")
+        + _severity(signs.induration, region, "induration")
+        + _severity(signs.desquamation, region, "desquamation")
     )
     if signs.area_percent is not None and signs.area_score is not None:
         raise ScoringInputError(f"{region}", "give either area_percent or area_score, not both")

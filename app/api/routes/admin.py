@@ -13,13 +13,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.api.context import AdminContext, Answer, audited
+from app.api.lean_route import LeanRoute
 from app.api.state import runtime
 from app.auth.keys import Scope
 from app.schemas import examples
 from app.schemas.common import Page, StrictInput, problem_responses
 from app.services import api_keys, audit, organizations
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(route_class=LeanRoute, tags=["admin"])
 
 
 class OrganizationIn(StrictInput):

@@ -21,6 +21,7 @@ from app.api.context import (
     reason_given,
     record_answer,
 )
+from app.api.lean_route import LeanRoute
 from app.schemas import examples
 from app.schemas.common import IsoDate, Page, problem_responses
 from app.schemas.records import (
@@ -32,7 +33,7 @@ from app.schemas.records import (
 )
 from app.services import assessments as service
 
-router = APIRouter(tags=["assessments"])
+router = APIRouter(route_class=LeanRoute, tags=["assessments"])
 RESOURCE = "assessment"
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic_core import to_json
 
 from app.api.context import WriteContext, audited, json_response
+from app.api.lean_route import LeanRoute
 from app.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, status_for
 from app.api.state import runtime
 from app.errors import DomainError, InvalidInput, InvalidParameter
@@ -19,7 +20,7 @@ from app.schemas.common import problem_responses
 from app.services import batch as service
 from app.services import idempotency
 
-router = APIRouter(tags=["assessments"])
+router = APIRouter(route_class=LeanRoute, tags=["assessments"])
 
 ITEMS_PER_TOKEN = 10
 """Rate limiting: a batch takes one token of its key's bucket per started 10 items (the

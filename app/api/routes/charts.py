@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from app.api.context import ReadContext, RequestContext, audited
+from app.api.lean_route import LeanRoute
 from app.api.outcome_options import OutcomeQueryDep
 from app.api.rendered import PNG_MEDIA_TYPE, SVG_MEDIA_TYPE, PngResponse, SvgResponse, read_then
 from app.formats.charts import (
@@ -27,7 +28,7 @@ from app.schemas.common import problem_responses
 from app.scoring.outcomes import OutcomeOptions
 from app.services.charts import patient_chart
 
-router = APIRouter(tags=["charts"])
+router = APIRouter(route_class=LeanRoute, tags=["charts"])
 
 _DESCRIPTION = (
     "PASI over time: each assessment a point labelled with its visit, the baseline marked, "

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from app.api.context import ReadContext, RequestContext, audited
+from app.api.lean_route import LeanRoute
 from app.api.outcome_options import OutcomeQueryDep
 from app.api.rendered import SVG_MEDIA_TYPE, SvgResponse, json_answer, read_then
 from app.formats.charts import km_curve_svg
@@ -18,7 +19,7 @@ from app.scoring.cohort import CohortEvent, Imputation
 from app.services import cohorts as service
 from app.services.cohorts import CohortData, CohortEvents, CohortSelection
 
-router = APIRouter(prefix="/v1/cohorts", tags=["cohorts"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1/cohorts", tags=["cohorts"])
 
 MAX_PATIENT_IDS = 100  # about 4.8 kB of query: within common proxy and server limits
 

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from app.api.context import ReadContext, RequestContext, audited
+from app.api.lean_route import LeanRoute
 from app.formats import csv_export, sdtm
 from app.schemas.common import IsoDate, problem_responses
 from app.services import exports as service
 
-router = APIRouter(tags=["exports"])
+router = APIRouter(route_class=LeanRoute, tags=["exports"])
 
 IdentifierSystem = Annotated[
     str | None,

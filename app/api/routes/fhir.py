@@ -14,11 +14,12 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
 
 from app.api.context import Answer, ReadContext, WriteContext, audited, json_response, serialize
+from app.api.lean_route import LeanRoute
 from app.api.state import runtime
 from app.formats import fhir as mapping
 from app.services import fhir as service
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+router = APIRouter(route_class=LeanRoute, prefix="/fhir", tags=["fhir"])
 FHIR_MEDIA_TYPE = "application/fhir+json"
 
 _STATUS_TEXT = {

@@ -8,11 +8,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.api.auth import DbDep
+from app.api.lean_route import LeanRoute
 from app.api.problems import problem_response
 from app.schemas.common import Problem
 from app.services.health import database_reachable
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=LeanRoute, tags=["health"])
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic_core import to_json
 
 from app.api.context import ReadContext, audited, json_response
+from app.api.lean_route import LeanRoute
 from app.api.outcome_options import threshold_tenths
 from app.api.state import runtime
 from app.formats.outcomes import outcomes_json
@@ -20,7 +21,7 @@ from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
 from app.scoring.response import ClearanceCriterion
 from app.services.outcomes import read_outcomes
 
-router = APIRouter(tags=["outcomes"])
+router = APIRouter(route_class=LeanRoute, tags=["outcomes"])
 
 
 @router.get(

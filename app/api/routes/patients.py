@@ -9,13 +9,14 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import Response
 
 from app.api.context import Answer, Cursor, Limit, ReadContext, WriteContext, audited
+from app.api.lean_route import LeanRoute
 from app.errors import InvalidParameter
 from app.schemas import examples
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import PatientIn, PatientOut
 from app.services import patients as service
 
-router = APIRouter(prefix="/v1/patients", tags=["patients"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1/patients", tags=["patients"])
 
 
 @router.post(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from app.api.auth import ScoresAccess
+from app.api.lean_route import LeanRoute
 from app.schemas import examples
 from app.schemas.common import problem_responses
 from app.schemas.scores import (
@@ -19,7 +20,7 @@ from app.schemas.scores import (
 )
 from app.services.scoring import compute_bsa, compute_dlqi, compute_scores
 
-router = APIRouter(prefix="/v1/scores", tags=["scores"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1/scores", tags=["scores"])
 ERRORS = problem_responses(400, 401, 403, 413, 415, 422, 429)
 
 

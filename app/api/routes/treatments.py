@@ -19,6 +19,7 @@ from app.api.context import (
     reason_given,
     record_answer,
 )
+from app.api.lean_route import LeanRoute
 from app.schemas import examples
 from app.schemas.common import Page, problem_responses
 from app.schemas.records import (
@@ -30,7 +31,7 @@ from app.schemas.records import (
 )
 from app.services import treatments as service
 
-router = APIRouter(tags=["treatments"])
+router = APIRouter(route_class=LeanRoute, tags=["treatments"])
 RESOURCE = "treatment"
 
 
