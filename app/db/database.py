@@ -12,6 +12,7 @@ whose queued transactions commit as a group (`app.db.group_commit`).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,7 @@ class Database:
         self.sqlite_writer = (
             SqliteWriter(writer_engine, group_commit_max) if self.is_sqlite else None
         )
+        self._bulk_lane = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -113,6 +115,20 @@ class Database:
         """A read-only transaction (never takes SQLite's write lock)."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def bulk_read(self) -> Iterator[None]:
+        """Around a read of many rows and the computation on them (a patient's outcomes): on
+        SQLite one at a time per process. pysqlite lets go of the GIL around every row it
+        steps, and with other threads computing, each row then waits for the GIL to come back
+        (a convoy): 16 concurrent cold outcomes reads cost 87 ms of CPU each instead of ~28.
+        Queued on this lock instead, each runs nearly alone. PostgreSQL's driver receives the
+        rows whole, so there it is a no-op."""
+        if self._bulk_lane is None:
+            yield
+            return
+        with self._bulk_lane:
+            yield
 
     def dispose(self) -> None:
         self.engine.dispose()

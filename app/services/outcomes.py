@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -185,9 +186,11 @@ def read_outcomes(
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
     cache: BytesCache,
+    lane: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> OutcomesRead:
     """`patient_outcomes`, or its answer cached under the patient's revision. The access check
-    comes first, always; the revision is read before the records (see `outcomes_cache`)."""
+    comes first, always; the revision is read before the records (see `outcomes_cache`). A
+    computation runs inside `lane` (`Database.bulk_read`), a cached answer without it."""
     key: Hashable = None
     if cache.max_bytes:
         ensure_patient(session, access, patient_id)
@@ -195,5 +198,6 @@ def read_outcomes(
         body = cache.get(key)
         if body is not None:
             return OutcomesRead(key, body, None)
-    computed = patient_outcomes(session, access, patient_id, options, treatment_id)
+    with lane():
+        computed = patient_outcomes(session, access, patient_id, options, treatment_id)
     return OutcomesRead(key, None, computed)

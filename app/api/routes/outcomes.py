@@ -71,7 +71,9 @@ def get_outcomes(
     )
     cache = runtime(request).outcomes_cache
     read = ctx.read_value(
-        lambda s: read_outcomes(s, ctx.access, patient_id, options, treatment, cache),
+        lambda s: read_outcomes(
+            s, ctx.access, patient_id, options, treatment, cache, ctx.db.bulk_read
+        ),
         lambda _read: ctx.touched(patient_id, "patient", patient_id),
     )
     if read.body is not None:  # cached under the patient's current revision
