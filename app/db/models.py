@@ -63,9 +63,11 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
+        if value.tzinfo is UTC:  # PostgreSQL, whose sessions are set to UTC (app.db.database)
+            return value
         if value.tzinfo is None:  # SQLite stores UTC wall time without an offset
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)  # PostgreSQL answers in the session's time zone
+        return value.astimezone(UTC)  # a session in another time zone
 
 
 class Base(DeclarativeBase):

@@ -63,8 +63,9 @@ def _dated(row: tuple[object, ...]) -> DatedScore:
 
 
 def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
-    rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id})
-    return [_dated(tuple(r)) for r in rows]
+    # Fetched whole (one fetchall, not a driver call per row).
+    rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id}).tuples().all()
+    return [_dated(r) for r in rows]
 
 
 def load_scores_of_many(
@@ -138,7 +139,7 @@ def load_courses_of_many(
 
 
 def load_treatments(session: Session, patient_id: uuid.UUID) -> list[TreatmentCourse]:
-    rows = session.connection().execute(_ACTIVE_TREATMENTS, {"patient_id": patient_id})
+    rows = session.connection().execute(_ACTIVE_TREATMENTS, {"patient_id": patient_id}).all()
     return [TreatmentCourse(str(r.id), r.started_on, r.ended_on) for r in rows]
 
 
