@@ -132,3 +132,41 @@ def test_a_savepoint_inside_a_grouped_transaction_still_works(db: Database) -> N
         except ValueError:
             pass
     assert _stored(db) == {1}
+
+
+def test_a_failing_first_member_fails_alone_and_the_queued_ones_commit(db: Database) -> None:
+    """The group's first member runs without a savepoint: its failure rolls the transaction
+    back whole, so the group must end there, and the writers queued behind it start afresh."""
+    writer = db.sqlite_writer
+    assert writer is not None
+    holding = threading.Event()
+    queued = 5
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db.transaction() as session:
+                session.execute(text("INSERT INTO t (n) VALUES (100)"))
+                holding.set()
+                for _ in range(500):  # until the others wait behind this one
+                    if writer._waiting >= queued:
+                        break
+                    threading.Event().wait(0.01)
+                raise ValueError("the first member fails")
+        except ValueError as exc:
+            errors.append(exc)
+
+    def later(n: int) -> None:
+        holding.wait(10)
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+
+    threads = [threading.Thread(target=first)] + [
+        threading.Thread(target=later, args=(n,)) for n in range(queued)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(errors) == 1
+    assert _stored(db) == set(range(queued))  # theirs, and nothing of the first

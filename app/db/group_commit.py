@@ -6,11 +6,12 @@ SQLite takes one writer at a time, and with `synchronous=FULL` every commit wait
 queue on a lock; now the lock holder, when it finishes and sees others waiting, hands them the
 open transaction instead of committing it. The last of a group (nobody waiting, or the group
 full) commits for everyone. Each request's work is still all-or-nothing on its own: it runs in
-a savepoint, and an exception rolls back that savepoint only, so one failing request fails
-alone while the group's others commit. Nobody is answered before the commit that holds their
-work: a member waits for the group's commit and fails (500, nothing stored for anyone in the
-group) if that commit fails. So durability, audit-before-response and atomicity are those of
-one transaction per request.
+a savepoint (the first member in the transaction itself), and an exception rolls back that
+savepoint only (for the first member: the transaction, which holds its work alone, and the
+group then ends), so one failing request fails alone while the group's others commit. Nobody
+is answered before the commit that holds their work: a member waits for the group's commit
+and fails (500, nothing stored for anyone in the group) if that commit fails. So durability,
+audit-before-response and atomicity are those of one transaction per request.
 
 Another process (a second worker on the same file) waits on SQLite's lock as before, in its own
 request thread (`busy_timeout`), never on the event loop; the group size is bounded so that a
@@ -42,7 +43,7 @@ class _Group:
     members: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    broken: bool = False  # a savepoint could not be rolled back: the whole group must go
+    broken: bool = False  # rolled back under its first member, or a savepoint could not be
 
     def finish(self) -> None:
         """Commit (or, with no member or a broken savepoint, roll back) and close."""
@@ -120,9 +121,12 @@ class SqliteWriter:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         group = self._acquire()
+        # The group's first member needs no savepoint: if it fails, the whole transaction (its
+        # work alone) is rolled back and the group is not handed on. Later members each get one.
+        first = group.members == 0
         session = Session(
             bind=group.connection,
-            join_transaction_mode="create_savepoint",
+            join_transaction_mode="rollback_only" if first else "create_savepoint",
             expire_on_commit=False,
             autoflush=False,
         )
@@ -133,8 +137,8 @@ class SqliteWriter:
             try:
                 session.close()
                 connection = group.connection
-                if connection.invalidated or connection.in_nested_transaction():
-                    group.broken = True  # its savepoint could not be rolled back
+                if first or connection.invalidated or connection.in_nested_transaction():
+                    group.broken = True  # rolled back whole, or a savepoint failed to roll back
             except BaseException:
                 group.broken = True
             finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,10 +108,12 @@ def record(
     info: AuditInfo,
     status: int,
     organization_id: uuid.UUID | None = None,
+    known: Mapping[uuid.UUID, uuid.UUID | None] | None = None,
 ) -> None:
     """Append one event. Its organization is the one all its patients belong to (or
-    `organization_id`, for organization administration), else null."""
-    record_many(session, access, method, route, [(info, status)], organization_id)
+    `organization_id`, for organization administration), else null. `known`: patients'
+    organizations the request already read in this transaction (not looked up again)."""
+    record_many(session, access, method, route, [(info, status)], organization_id, known)
 
 
 def record_many(
@@ -121,6 +123,7 @@ def record_many(
     route: str,
     events: list[tuple[AuditInfo, int]],
     organization_id: uuid.UUID | None = None,
+    known: Mapping[uuid.UUID, uuid.UUID | None] | None = None,
 ) -> None:
     """Append events in order: one lock, one read of the chain's end, one lookup of the
     patients' organizations and one insert per table for them all (a batch's items). Each
@@ -128,8 +131,9 @@ def record_many(
     null."""
     if not events:
         return
+    known = known or {}
     wanted = list(dict.fromkeys(p for info, _ in events for p in info.patients()))
-    organizations = _organizations_of(session, wanted)
+    organizations = {**_organizations_of(session, [p for p in wanted if p not in known]), **known}
     prev = _previous_hash(session)
     rows: list[dict[str, Any]] = []
     links: list[list[tuple[uuid.UUID, uuid.UUID | None]]] = []

@@ -26,7 +26,7 @@ from app.scoring.outcomes import (
     TreatmentCourse,
     compute_outcomes,
 )
-from app.services.outcomes_cache import BytesCache, revision
+from app.services.outcomes_cache import BytesCache, reach_with_revision, revision
 from app.services.patients import ensure_patient, visible
 
 _SCORE_COLUMNS = (
@@ -178,6 +178,27 @@ class OutcomesRead:
     key: Hashable
     body: bytes | None
     outcomes: Outcomes | None
+
+
+def cached_outcomes(
+    session: Session,
+    access: Access,
+    patient_id: uuid.UUID,
+    options: OutcomeOptions,
+    treatment_id: uuid.UUID | None,
+    cache: BytesCache,
+) -> tuple[OutcomesRead, dict[uuid.UUID, uuid.UUID | None]] | None:
+    """The answer cached under the patient's current revision, with the patient's organization
+    for the audit event; None when nothing is cached (then `read_outcomes`). 404 unless the
+    caller may reach the patient, checked first, always."""
+    if not cache.max_bytes:
+        return None
+    organization_id, current = reach_with_revision(session, access, patient_id)
+    key = (patient_id, current, options, treatment_id)
+    body = cache.get(key)
+    if body is None:
+        return None
+    return OutcomesRead(key, body, None), {patient_id: organization_id}
 
 
 def read_outcomes(

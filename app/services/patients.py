@@ -9,7 +9,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, insert, select, true, tuple_
+from sqlalchemy import ColumnElement, Row, Select, bindparam, insert, select, true, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
@@ -36,24 +36,27 @@ def visible(access: Access) -> ColumnElement[bool]:
     return Patient.organization_id.in_(sorted(access.organization_ids))
 
 
-# `visible` as bound parameters, built once for each shape of access (all organizations, one,
-# several): every read and write of a patient's records runs this check first, and building
-# the statement per call cost more than running it.
-_PATIENT_EXISTS = {
-    "all": select(Patient.id).where(Patient.id == bindparam("patient_id")),
-    "one": select(Patient.id).where(
-        Patient.id == bindparam("patient_id"),
-        Patient.organization_id == bindparam("organization_id"),
-    ),
-    "several": select(Patient.id).where(
-        Patient.id == bindparam("patient_id"), Patient.organization_id.in_(_HELD)
-    ),
-}
+def patient_statements(*columns: Any) -> dict[str, Select[Any]]:
+    """`visible` as bound parameters, built once for each shape of access (all organizations,
+    one, several), selecting `columns` of the patient `:patient_id`: every read and write of a
+    patient's records runs such a check first, and building the statement per call cost more
+    than running it. Run them with `reach_patient`."""
+    base = select(*columns).where(Patient.id == bindparam("patient_id"))
+    return {
+        "all": base,
+        "one": base.where(Patient.organization_id == bindparam("organization_id")),
+        "several": base.where(Patient.organization_id.in_(_HELD)),
+    }
 
 
-def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:
-    """404 unless the patient exists and the caller may reach it (every read and write of a
-    patient's records runs this first)."""
+_PATIENT_EXISTS = patient_statements(Patient.id)
+
+
+def reach_patient(
+    session: Session, access: Access, patient_id: uuid.UUID, statements: dict[str, Select[Any]]
+) -> Row[Any]:
+    """The row a `patient_statements` check selects, or 404 unless the patient exists and the
+    caller may reach it."""
     held = access.organization_ids
     params: dict[str, Any] = {"patient_id": patient_id}
     if held is None:
@@ -62,8 +65,16 @@ def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> N
         shape, params["organization_id"] = "one", next(iter(held))
     else:
         shape, params["organization_ids"] = "several", sorted(held)
-    if session.connection().execute(_PATIENT_EXISTS[shape], params).first() is None:
+    row = session.connection().execute(statements[shape], params).first()
+    if row is None:
         raise NotFound(f"no patient {patient_id}")
+    return row
+
+
+def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:
+    """404 unless the patient exists and the caller may reach it (every read and write of a
+    patient's records runs this first)."""
+    reach_patient(session, access, patient_id, _PATIENT_EXISTS)
 
 
 def require_patient(session: Session, access: Access, patient_id: uuid.UUID) -> Patient:

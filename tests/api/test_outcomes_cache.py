@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from app.main import create_app
 from app.services.outcomes_cache import BytesCache
@@ -164,6 +165,36 @@ def test_a_cached_answer_is_still_scoped_and_audited(client: TestClient) -> None
     )
     outsider = {"Authorization": f"Bearer {r.json()['key']}"}
     assert client.get(f"/v1/patients/{pid}/outcomes", headers=outsider).status_code == 404
+
+
+def test_a_cached_read_is_one_transaction_and_its_event_names_the_organization(
+    client: TestClient,
+) -> None:
+    """A hit runs its access check, revision read and audit event in one transaction (the
+    event's organization comes from the probe, not a lookup of its own); the event equals the
+    miss's in everything but its time and chain position."""
+    pid, _, _ = _course(client)
+    _outcomes(client, pid)  # computed and cached
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    begins: list[object] = []
+
+    def counted(*_args: Any) -> None:
+        begins.append(1)
+
+    event.listen(engine, "begin", counted)
+    try:
+        _outcomes(client, pid)  # from the cache
+    finally:
+        event.remove(engine, "begin", counted)
+    assert len(begins) == 1
+    items = client.get("/v1/audit-events", params={"action": "read-outcomes", "limit": 200}).json()[
+        "items"
+    ]
+    assert len(items) == 2
+    varying = {"id", "occurred_at", "chain_hash", "prev_hash"}
+    first, second = ({k: v for k, v in e.items() if k not in varying} for e in items)
+    assert first == second
+    assert first["organization_id"] is not None
 
 
 def test_the_cache_is_bounded_by_size() -> None:

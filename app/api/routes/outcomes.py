@@ -19,7 +19,7 @@ from app.schemas.outcomes import OutcomesOut
 from app.scoring.outcomes import OutcomeOptions
 from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
 from app.scoring.response import ClearanceCriterion
-from app.services.outcomes import read_outcomes
+from app.services.outcomes import cached_outcomes, read_outcomes
 
 router = APIRouter(route_class=LeanRoute, tags=["outcomes"])
 
@@ -70,7 +70,8 @@ def get_outcomes(
         rebound_window_days=rebound_window_days,
     )
     cache = runtime(request).outcomes_cache
-    read = ctx.read_value(
+    read = ctx.read_probed(
+        lambda s: cached_outcomes(s, ctx.access, patient_id, options, treatment, cache),
         lambda s: read_outcomes(
             s, ctx.access, patient_id, options, treatment, cache, ctx.db.bulk_read
         ),
