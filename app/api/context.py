@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -144,25 +144,18 @@ class RequestContext:
 
     def read_probed(
         self,
-        probe: Callable[[Session], tuple[T, Mapping[uuid.UUID, uuid.UUID | None]] | None],
+        probe: Callable[[Session], T | None],
         load: Callable[[Session], T],
         audit_of: Callable[[T], AuditInfo | None],
     ) -> T:
         """`read_value` for answers that are usually ready (a cached one): `probe` runs in the
         write transaction of the audit event, so a hit costs one transaction (on SQLite it joins
-        the writer's shared commit), its event naming the organizations the probe read. On a
-        miss (None) it is `read_value(load, audit_of)`."""
+        the writer's shared commit). On a miss (None) it is `read_value(load, audit_of)`."""
         with self.db.transaction() as session:
             hit = probe(session)
             if hit is not None:
-                value, organizations = hit
-                info = audit_of(value)
-                if info is not None:
-                    audit.record(
-                        session, self.access, self.method, self.route, info, 200, None,
-                        organizations,
-                    )  # fmt: skip
-                return value
+                self._audit(session, audit_of(hit), 200)
+                return hit
         return self.read_value(load, audit_of)
 
     def read(self, work: Callable[[Session], Answer]) -> Response:

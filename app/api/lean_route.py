@@ -1,5 +1,5 @@
 """`LeanRoute`: FastAPI's request handling, with the per-request work that only depends on the
-route done once, when the route is built (docs/decisions/0011-lean-routes.md).
+route done once, when the route is built (docs/decisions/0011-lean-routes-and-cheaper-reads.md).
 
 FastAPI's own handler re-derives on every request what never changes for a route: which
 dependencies are coroutines, the endpoint's error context, the content-type of the body (through

@@ -100,6 +100,17 @@ def _previous_hash(session: Session) -> str:
     return connection.execute(_LAST_HASH).scalar() or GENESIS
 
 
+_READ_ORGANIZATIONS = "audit.patient_organizations"
+
+
+def note_organization(
+    session: Session, patient_id: uuid.UUID, organization_id: uuid.UUID | None
+) -> None:
+    """A patient's organization as this transaction read it (the access check reads it
+    anyway): the transaction's audit events then name it without looking it up again."""
+    session.info.setdefault(_READ_ORGANIZATIONS, {})[patient_id] = organization_id
+
+
 def record(
     session: Session,
     access: Access,
@@ -108,12 +119,10 @@ def record(
     info: AuditInfo,
     status: int,
     organization_id: uuid.UUID | None = None,
-    known: Mapping[uuid.UUID, uuid.UUID | None] | None = None,
 ) -> None:
     """Append one event. Its organization is the one all its patients belong to (or
-    `organization_id`, for organization administration), else null. `known`: patients'
-    organizations the request already read in this transaction (not looked up again)."""
-    record_many(session, access, method, route, [(info, status)], organization_id, known)
+    `organization_id`, for organization administration), else null."""
+    record_many(session, access, method, route, [(info, status)], organization_id)
 
 
 def record_many(
@@ -123,15 +132,15 @@ def record_many(
     route: str,
     events: list[tuple[AuditInfo, int]],
     organization_id: uuid.UUID | None = None,
-    known: Mapping[uuid.UUID, uuid.UUID | None] | None = None,
 ) -> None:
     """Append events in order: one lock, one read of the chain's end, one lookup of the
-    patients' organizations and one insert per table for them all (a batch's items). Each
+    patients' organizations (those the transaction has not read already: `note_organization`)
+    and one insert per table for them all (a batch's items). Each
     event's organization is the one all its patients belong to (or `organization_id`), else
     null."""
     if not events:
         return
-    known = known or {}
+    known: Mapping[uuid.UUID, uuid.UUID | None] = session.info.get(_READ_ORGANIZATIONS, {})
     wanted = list(dict.fromkeys(p for info, _ in events for p in info.patients()))
     organizations = {**_organizations_of(session, [p for p in wanted if p not in known]), **known}
     prev = _previous_hash(session)

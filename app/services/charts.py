@@ -5,6 +5,8 @@ so) and every active treatment course with its doses. Rendering is `app.formats.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from sqlalchemy.orm import Session
 
@@ -18,20 +20,26 @@ from app.services.patients import get_patient
 
 
 def patient_chart(
-    session: Session, access: Access, patient_id: uuid.UUID, options: OutcomeOptions
+    session: Session,
+    access: Access,
+    patient_id: uuid.UUID,
+    options: OutcomeOptions,
+    lane: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> CourseChart:
     """404 (as if unknown) for a patient the caller may not reach. The title is the patient's
-    first identifier (`system|value`), or its id when it has none."""
+    first identifier (`system|value`), or its id when it has none. The course is read and
+    computed inside `lane` (`Database.bulk_read`), as uncached outcomes are."""
     patient = get_patient(session, access, patient_id)
     first = patient.identifiers[0] if patient.identifiers else None
     title = f"{first.system}|{first.value}" if first is not None else str(patient.id)
-    records = load_courses_of_many(session, access, [patient_id]).get(patient_id, [])
-    try:
-        outcomes = compute_outcomes(
-            load_scores(session, patient_id), options, [r.course for r in records]
-        )
-    except ScoringInputError as exc:
-        raise InvalidParameter(exc.field, exc.rule) from exc
+    with lane():
+        records = load_courses_of_many(session, access, [patient_id]).get(patient_id, [])
+        try:
+            outcomes = compute_outcomes(
+                load_scores(session, patient_id), options, [r.course for r in records]
+            )
+        except ScoringInputError as exc:
+            raise InvalidParameter(exc.field, exc.rule) from exc
     courses = tuple(
         ChartCourse(
             agent=record.agent,

@@ -187,18 +187,15 @@ def cached_outcomes(
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
     cache: BytesCache,
-) -> tuple[OutcomesRead, dict[uuid.UUID, uuid.UUID | None]] | None:
-    """The answer cached under the patient's current revision, with the patient's organization
-    for the audit event; None when nothing is cached (then `read_outcomes`). 404 unless the
-    caller may reach the patient, checked first, always."""
+) -> OutcomesRead | None:
+    """The answer cached under the patient's current revision; None when nothing is cached
+    (then `read_outcomes`). 404 unless the caller may reach the patient, checked first,
+    always."""
     if not cache.max_bytes:
         return None
-    organization_id, current = reach_with_revision(session, access, patient_id)
-    key = (patient_id, current, options, treatment_id)
+    key = (patient_id, reach_with_revision(session, access, patient_id), options, treatment_id)
     body = cache.get(key)
-    if body is None:
-        return None
-    return OutcomesRead(key, body, None), {patient_id: organization_id}
+    return None if body is None else OutcomesRead(key, body, None)
 
 
 def read_outcomes(

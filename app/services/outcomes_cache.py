@@ -53,13 +53,11 @@ def revision(session: Session, patient_id: uuid.UUID) -> Revision:
 _PROBE = patient_statements(Patient.organization_id, *_counted(Assessment), *_counted(Treatment))
 
 
-def reach_with_revision(
-    session: Session, access: Access, patient_id: uuid.UUID
-) -> tuple[uuid.UUID, Revision]:
-    """The patient's organization and revision; 404 (as `ensure_patient`) unless the caller
-    may reach the patient."""
+def reach_with_revision(session: Session, access: Access, patient_id: uuid.UUID) -> Revision:
+    """The patient's revision; 404 (as `ensure_patient`) unless the caller may reach the
+    patient."""
     row = reach_patient(session, access, patient_id, _PROBE)
-    return row[0], (int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    return (int(row[1]), int(row[2]), int(row[3]), int(row[4]))
 
 
 class BytesCache:

@@ -19,6 +19,7 @@ from app.db.models import Assessment, Patient, PatientIdentifier, Treatment, tab
 from app.errors import IdentifierInUse, NotFound
 from app.schemas.common import Page
 from app.schemas.records import Identifier, PatientIn, PatientOut
+from app.services.audit import note_organization
 from app.services.organizations import organization_for_new_patient
 from app.services.pagination import cursor_datetime, cursor_uuid, decode_cursor, encode_cursor
 
@@ -38,9 +39,9 @@ def visible(access: Access) -> ColumnElement[bool]:
 
 def patient_statements(*columns: Any) -> dict[str, Select[Any]]:
     """`visible` as bound parameters, built once for each shape of access (all organizations,
-    one, several), selecting `columns` of the patient `:patient_id`: every read and write of a
-    patient's records runs such a check first, and building the statement per call cost more
-    than running it. Run them with `reach_patient`."""
+    one, several), selecting `columns` of the patient `:patient_id` (the first must be its
+    organization): every read and write of a patient's records runs such a check first, and
+    building the statement per call cost more than running it. Run them with `reach_patient`."""
     base = select(*columns).where(Patient.id == bindparam("patient_id"))
     return {
         "all": base,
@@ -49,14 +50,15 @@ def patient_statements(*columns: Any) -> dict[str, Select[Any]]:
     }
 
 
-_PATIENT_EXISTS = patient_statements(Patient.id)
+_PATIENT_EXISTS = patient_statements(Patient.organization_id)
 
 
 def reach_patient(
     session: Session, access: Access, patient_id: uuid.UUID, statements: dict[str, Select[Any]]
 ) -> Row[Any]:
     """The row a `patient_statements` check selects, or 404 unless the patient exists and the
-    caller may reach it."""
+    caller may reach it. The patient's organization (the row's first column) is noted for the
+    transaction's audit events (`audit.note_organization`)."""
     held = access.organization_ids
     params: dict[str, Any] = {"patient_id": patient_id}
     if held is None:
@@ -68,6 +70,7 @@ def reach_patient(
     row = session.connection().execute(statements[shape], params).first()
     if row is None:
         raise NotFound(f"no patient {patient_id}")
+    note_organization(session, patient_id, row[0])
     return row
 
 

@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from sqlalchemy.orm import Session
 
 from app.api.context import ReadContext, RequestContext, audited
 from app.api.lean_route import LeanRoute
@@ -50,13 +49,9 @@ def _image_responses(media_type: str, what: str) -> dict[int | str, dict[str, An
 
 
 def _chart(ctx: RequestContext, patient_id: uuid.UUID, options: OutcomeOptions) -> CourseChart:
-    def load(session: Session) -> CourseChart:
-        with ctx.db.bulk_read():  # a patient's whole course, as for uncached outcomes
-            return patient_chart(session, ctx.access, patient_id, options)
-
     return read_then(
         ctx,
-        load,
+        lambda s: patient_chart(s, ctx.access, patient_id, options, ctx.db.bulk_read),
         lambda _chart: ctx.touched(patient_id, "patient", patient_id),
     )
 
