@@ -43,7 +43,7 @@ class _Group:
     members: int = 0
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    broken: bool = False  # rolled back under its first member, or a savepoint could not be
+    broken: bool = False  # its first member failed, or a savepoint could not be rolled back
 
     def finish(self) -> None:
         """Commit (or, with no member or a broken savepoint, roll back) and close."""

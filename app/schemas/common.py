@@ -77,7 +77,7 @@ def as_decimal(value: float | Decimal) -> Decimal:
     integer Decimal, the form the scoring core keeps, so it need not be normalised again."""
     if isinstance(value, Decimal):
         return value
-    if isinstance(value, int) or value.is_integer():
+    if type(value) is int or (isinstance(value, float) and value.is_integer()):
         return Decimal(int(value))
     return Decimal(repr(value))
 

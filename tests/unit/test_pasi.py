@@ -441,3 +441,30 @@ def test_pasi_is_monotone_in_every_area_score(
 def test_area_score_is_monotone_in_percent(a: Decimal, b: Decimal) -> None:
     low, high = sorted((a, b))
     assert area_score_for_percent(low) <= area_score_for_percent(high)
+
+
+# The service's shortcuts around the core must give the very numbers the exact path gives.
+
+
+@given(st.integers(min_value=0, max_value=720))
+def test_tenths_as_float_is_the_float_of_the_exact_decimal(tenths: int) -> None:
+    from app.services.scoring import _tenths
+
+    assert _tenths(tenths) == float(tenths_to_decimal(tenths))
+    assert repr(_tenths(tenths)) == repr(float(tenths_to_decimal(tenths)))
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=0, max_value=100).map(float),
+        st.decimals(min_value=0, max_value=100, places=4).map(float),
+        st.integers(min_value=0, max_value=100),
+    )
+)
+def test_a_percent_taken_the_short_way_checks_to_the_same_decimal(value: float) -> None:
+    from app.schemas.common import as_decimal
+    from app.scoring.pasi import checked_percent
+
+    exact = Decimal(repr(value))
+    assert as_decimal(value) == exact
+    assert str(checked_percent(as_decimal(value), "p")) == str(checked_percent(exact, "p"))
