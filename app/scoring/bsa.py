@@ -27,7 +27,14 @@ from enum import StrEnum
 from typing import Final, Literal
 
 from app.scoring.errors import ScoringInputError
-from app.scoring.pasi import REGION_WEIGHT_TENTHS, Region, checked_percent, tenths_to_decimal
+from app.scoring.pasi import (
+    REGION_WEIGHT_TENTHS,
+    REGIONS,
+    Region,
+    checked_percent,
+    checked_region_percent,
+    tenths_to_decimal,
+)
 
 __all__ = [
     "BsaScore",
@@ -85,11 +92,11 @@ def bsa_from_region_percents(percents: Mapping[Region, Decimal]) -> Decimal:
     """
     _reject_unknown_regions(percents)
     checked: list[tuple[Region, Decimal]] = []
-    for region in Region:
+    for region in REGIONS:
         percent = percents.get(region)
         if percent is None:
             raise ScoringInputError(f"{region}", "is required")
-        checked.append((region, checked_percent(percent, f"{region}/area_percent")))
+        checked.append((region, checked_region_percent(percent, region)))
     with localcontext(EXACT_CONTEXT):
         return sum(
             (tenths_to_decimal(REGION_WEIGHT_TENTHS[region]) * p for region, p in checked),
@@ -130,10 +137,10 @@ def score_bsa(
     regional: dict[Region, Decimal] = {}
     if region_percents is not None:
         _reject_unknown_regions(region_percents)
-        for region in Region:
+        for region in REGIONS:
             percent = region_percents.get(region)
             if percent is not None:
-                regional[region] = checked_percent(percent, f"{region}/area_percent")
+                regional[region] = checked_region_percent(percent, region)
     if measured_percent is not None:
         measured = checked_percent(measured_percent, "bsa_percent")
         return BsaScore(measured, "measured", bsa_severity(measured))

@@ -21,6 +21,7 @@ __all__ = [
     "AREA_SCORE_MAX",
     "PASI_MAX_TENTHS",
     "PERCENT_MAX_DECIMAL_PLACES",
+    "REGIONS",
     "REGION_WEIGHT_TENTHS",
     "SEVERITY_MAX",
     "PasiScore",
@@ -30,6 +31,7 @@ __all__ = [
     "area_score_for_percent",
     "checked_int",
     "checked_percent",
+    "checked_region_percent",
     "score_pasi",
     "tenths_to_decimal",
 ]
@@ -49,6 +51,8 @@ class Region(StrEnum):
 REGION_WEIGHT_TENTHS: Final[Mapping[Region, int]] = MappingProxyType(
     {Region.HEAD_NECK: 1, Region.UPPER_LIMBS: 2, Region.TRUNK: 3, Region.LOWER_LIMBS: 4}
 )
+REGIONS: Final[tuple[Region, ...]] = tuple(Region)
+"""The regions in declaration order, iterated without going through the enum's machinery."""
 
 SEVERITY_MAX: Final = 4  # 0 none, 1 slight, 2 moderate, 3 marked, 4 very marked
 AREA_SCORE_MAX: Final = 6
@@ -118,8 +122,20 @@ def checked_percent(value: object, field: str) -> Decimal:
     return Decimal((0, tuple(coefficient), exponent))
 
 
+def checked_region_percent(value: object, region: Region) -> Decimal:
+    """`checked_percent` of a region's `area_percent`, its field's name built only to refuse."""
+    if type(value) is Decimal:
+        sign, _digits, exponent = value.as_tuple()
+        if exponent == 0 and not sign and value <= 100:  # a whole number: canonical
+            return value
+    return checked_percent(value, f"{region}/area_percent")
+
+
 def _area_score(percent: object, field: str) -> int:
-    value = checked_percent(percent, field)
+    return _area_bin(checked_percent(percent, field))
+
+
+def _area_bin(value: Decimal) -> int:
     if value == 0:
         return 0
     for lower_bound, score in _AREA_BINS:
@@ -180,7 +196,7 @@ def _score_region(region: Region, signs: RegionSigns) -> RegionScore:
     if signs.area_percent is not None and signs.area_score is not None:
         raise ScoringInputError(f"{region}", "give either area_percent or area_score, not both")
     if signs.area_percent is not None:
-        area = _area_score(signs.area_percent, f"{region}/area_percent")
+        area = _area_bin(checked_region_percent(signs.area_percent, region))
     elif signs.area_score is not None:
         area = checked_int(signs.area_score, f"{region}/area_score", AREA_SCORE_MAX)
     else:
@@ -205,7 +221,7 @@ def score_pasi(regions: Mapping[Region, RegionSigns]) -> PasiScore:
                 str(key), "is not a PASI region (head_neck, upper_limbs, trunk, lower_limbs)"
             )
     scores: dict[Region, RegionScore] = {}
-    for region in Region:
+    for region in REGIONS:
         signs = regions.get(region)
         if signs is None:
             raise ScoringInputError(f"{region}", "is required")

@@ -29,6 +29,7 @@ from app.scoring.instruments import (
 )
 from app.scoring.pasi import (
     REGION_WEIGHT_TENTHS,
+    REGIONS,
     PasiScore,
     Region,
     RegionSigns,
@@ -46,10 +47,14 @@ class ComputedScores:
     iga: int | None
 
 
+# (region, its name, its weight) in declaration order: the order of `PasiScore.regions` too.
+_REGION_ROWS = tuple((r, r.value, REGION_WEIGHT_TENTHS[r] / 10) for r in REGIONS)
+
+
 def _region_signs(pasi: PasiIn) -> dict[Region, RegionSigns]:
     signs: dict[Region, RegionSigns] = {}
-    for region in Region:
-        given = getattr(pasi, region.value)
+    for region, name, _weight in _REGION_ROWS:
+        given = getattr(pasi, name)
         signs[region] = RegionSigns(
             erythema=given.erythema,
             induration=given.induration,
@@ -107,19 +112,21 @@ def compute_scores(inp: ClinicalScoresIn) -> ComputedScores:
     pga = None
     if inp.iga is not None and bsa is not None:
         pga = pga_x_bsa(inp.iga, round_bsa(bsa.bsa_percent), PgaScale.IGA_0_4)
+    parts = list(pasi.regions.values())  # in REGIONS order (the core builds it so)
     scores = Scores(
         pasi=_tenths(pasi.total_tenths),
         pasi_regions={
-            r.value: _tenths(part.contribution_tenths) for r, part in pasi.regions.items()
+            name: _tenths(part.contribution_tenths)
+            for (_r, name, _w), part in zip(_REGION_ROWS, parts, strict=True)
         },
         pasi_region_details={
-            r.value: RegionPart(
-                weight=REGION_WEIGHT_TENTHS[r] / 10,
+            name: RegionPart(
+                weight=weight,
                 severity_sum=part.severity_sum,
                 area_score=part.area_score,
                 contribution=_tenths(part.contribution_tenths),
             )
-            for r, part in pasi.regions.items()
+            for (_r, name, weight), part in zip(_REGION_ROWS, parts, strict=True)
         },
         bsa_percent=None if bsa is None else _float(round_bsa(bsa.bsa_percent)),
         bsa_source=None if bsa is None else bsa.source,
