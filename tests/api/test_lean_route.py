@@ -122,7 +122,7 @@ def _apply(changes: list[tuple[tuple[str, ...], Any]]) -> Any:
         if value == "drop":
             target.pop(path[-1], None)
         else:
-            target[path[-1]] = value
+            target[path[-1]] = copy.deepcopy(value)  # never the same object in two places
     return body
 
 
