@@ -26,7 +26,7 @@ from app.scoring.outcomes import (
     TreatmentCourse,
     compute_outcomes,
 )
-from app.services.outcomes_cache import BytesCache, reach_with_revision, revision
+from app.services.outcomes_cache import BytesCache, reach_with_revision
 from app.services.patients import ensure_patient, visible
 
 _SCORE_COLUMNS = (
@@ -180,6 +180,20 @@ class OutcomesRead:
     outcomes: Outcomes | None
 
 
+def _probe(
+    session: Session,
+    access: Access,
+    patient_id: uuid.UUID,
+    options: OutcomeOptions,
+    treatment_id: uuid.UUID | None,
+    cache: BytesCache,
+) -> tuple[Hashable, bytes | None]:
+    """The cache key under the patient's current revision and what is cached there; 404 unless
+    the caller may reach the patient (one statement for both)."""
+    key = (patient_id, reach_with_revision(session, access, patient_id), options, treatment_id)
+    return key, cache.get(key)
+
+
 def cached_outcomes(
     session: Session,
     access: Access,
@@ -193,8 +207,7 @@ def cached_outcomes(
     always."""
     if not cache.max_bytes:
         return None
-    key = (patient_id, reach_with_revision(session, access, patient_id), options, treatment_id)
-    body = cache.get(key)
+    key, body = _probe(session, access, patient_id, options, treatment_id, cache)
     return None if body is None else OutcomesRead(key, body, None)
 
 
@@ -207,14 +220,13 @@ def read_outcomes(
     cache: BytesCache,
     lane: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> OutcomesRead:
-    """`patient_outcomes`, or its answer cached under the patient's revision. The access check
-    comes first, always; the revision is read before the records (see `outcomes_cache`). A
+    """`patient_outcomes`, or its answer cached under the patient's revision (another worker
+    may have cached it since `cached_outcomes` looked). The access check comes first, always;
+    the revision is read before the records, in their transaction (see `outcomes_cache`). A
     computation runs inside `lane` (`Database.bulk_read`), a cached answer without it."""
     key: Hashable = None
     if cache.max_bytes:
-        ensure_patient(session, access, patient_id)
-        key = (patient_id, revision(session, patient_id), options, treatment_id)
-        body = cache.get(key)
+        key, body = _probe(session, access, patient_id, options, treatment_id, cache)
         if body is not None:
             return OutcomesRead(key, body, None)
     with lane():

@@ -38,24 +38,14 @@ def _counted(model: type[Assessment] | type[Treatment]) -> list[ScalarSelect[int
     ]
 
 
-# Built once, one round trip: both tables' counts and version sums.
-_REVISION = select(*_counted(Assessment), *_counted(Treatment))
-
-
-def revision(session: Session, patient_id: uuid.UUID) -> Revision:
-    """(assessments, Σ their versions, treatments, Σ their versions) of the patient."""
-    row = session.connection().execute(_REVISION, {"patient_id": patient_id}).one()
-    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]))
-
-
-# The access check and the revision in one round trip, with the patient's organization (which
-# the read's audit event names): what a cached read needs from the database before its event.
+# Built once: the access check and the revision (both tables' counts and version sums) in one
+# round trip, with the patient's organization (which the read's audit event names).
 _PROBE = patient_statements(Patient.organization_id, *_counted(Assessment), *_counted(Treatment))
 
 
 def reach_with_revision(session: Session, access: Access, patient_id: uuid.UUID) -> Revision:
-    """The patient's revision; 404 (as `ensure_patient`) unless the caller may reach the
-    patient."""
+    """(assessments, Σ their versions, treatments, Σ their versions) of the patient; 404 (as
+    `ensure_patient`) unless the caller may reach the patient."""
     row = reach_patient(session, access, patient_id, _PROBE)
     return (int(row[1]), int(row[2]), int(row[3]), int(row[4]))
 
