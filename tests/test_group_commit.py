@@ -170,3 +170,29 @@ def test_a_failing_first_member_fails_alone_and_the_queued_ones_commit(db: Datab
         thread.join(timeout=30)
     assert len(errors) == 1
     assert _stored(db) == set(range(queued))  # theirs, and nothing of the first
+
+
+def test_bulk_reads_on_sqlite_run_one_at_a_time(db: Database) -> None:
+    """`Database.bulk_read` (uncached outcomes, charts): on SQLite the second waits for the
+    first, so a computation never convoys with another on the GIL."""
+    inside = 0
+    most = 0
+    count_lock = threading.Lock()
+
+    def read() -> None:
+        nonlocal inside, most
+        with db.bulk_read(), db.read() as session:
+            with count_lock:
+                inside += 1
+                most = max(most, inside)
+            session.execute(text("SELECT count(*) FROM t"))
+            threading.Event().wait(0.05)
+            with count_lock:
+                inside -= 1
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert most == 1
