@@ -1,12 +1,18 @@
 """Idempotency keys, claimed through a unique index (not read-then-insert).
 
-1. Claim: insert (owner, method, path, key) with the request hash and a lease, in its own short
-   transaction, `ON CONFLICT DO NOTHING`. Nothing inserted means someone used the key before
-   (the unique index decides, after waiting for a concurrent claimer's commit): replay their stored
-   response (same hash), refuse a different body (422), or answer 409 while it is in flight.
-2. The write and the stored response commit in ONE transaction, so a crash leaves either both
-   or neither; a claim whose request died is taken over once its lease expires.
-3. A request that fails (validation, 404, 409...) releases its claim: failures are not remembered.
+1. Claim, work and stored answer are ONE transaction: the claim inserts (owner, method, path,
+   key) with the request hash and a lease, `ON CONFLICT DO NOTHING RETURNING`; the work runs;
+   its answer is stored on the claim; all commit together. A crash or a failure (validation,
+   404, 409...) leaves nothing, so failures are not remembered and no claim is ever left
+   without its answer by a request of this service.
+2. Nothing inserted means someone used the key before (the unique index decides; on PostgreSQL
+   a concurrent claimer's insert waits for the first transaction's end, then finds its row):
+   replay their stored response (same hash), refuse a different body (422), or answer 409
+   while a claim without an answer holds a live lease.
+3. A claim without an answer (one committed on its own by `claim`, as a takeover or an older
+   release did) is taken over once its lease expires, and every answer is stored only while its
+   claim still holds the key (the fencing token), so of a request and its retry one answer
+   stands.
 
 `run_once` is the whole protocol in one function, so that a v1 POST, a batch item and a FHIR
 create run the very same code.
@@ -102,24 +108,23 @@ def run_once(
     policy: Policy,
     on_replay: Callable[[Session, StoredResponse], None],
 ) -> tuple[StoredResponse, bool]:
-    """Run `work` at most once per key: its answer and the stored copy commit together. A
-    replay returns the first answer (and `True`) after `on_replay` (its audit) commits."""
-    outcome = claim(db, scope, digest, policy)
-    if isinstance(outcome, StoredResponse):
-        with db.transaction() as session:
+    """Run `work` at most once per key: the claim, the work and its stored copy commit in one
+    transaction (one commit per request instead of a claim's, a work's and a failure's
+    release). A replay returns the first answer (and `True`) after `on_replay` (its audit)
+    commits."""
+    with db.transaction() as session:
+        outcome = claim_in(session, scope, digest, policy)
+        if isinstance(outcome, StoredResponse):
             on_replay(session, outcome)
-        return outcome, True
-    try:
-        with db.transaction() as session:
-            response = work(session)
-            complete(session, outcome, response)
-    except BaseException:
-        release(db, outcome)
-        raise
+            return outcome, True
+        response = work(session)
+        complete(session, outcome, response)
     return response, False
 
 
 def claim(db: Database, key_scope: KeyScope, digest: str, policy: Policy) -> Claim | StoredResponse:
+    """A claim committed on its own, without its work: what a request elsewhere holds while it
+    works (earlier releases claimed this way; the tests stand in for such requests with it)."""
     with db.transaction() as session:
         return claim_in(session, key_scope, digest, policy)
 

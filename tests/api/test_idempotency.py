@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from app import errors
 from app.auth.access import DEV_ACCESS
@@ -74,6 +75,52 @@ def test_the_same_key_and_body_replays_the_first_response_and_stores_nothing_new
         _assert_replay_of(first, again)
     assert _count(client, pid) == 1
     assert _history_length(client, first.json()["id"]) == 1
+
+
+def _transactions(client: TestClient, request: Any) -> tuple[Any, int]:
+    """The answer to `request()` and how many database transactions it began."""
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    begins: list[object] = []
+
+    def counted(*_args: Any) -> None:
+        begins.append(1)
+
+    event.listen(engine, "begin", counted)
+    try:
+        answer = request()
+    finally:
+        event.remove(engine, "begin", counted)
+    return answer, len(begins)
+
+
+def test_a_keyed_write_and_its_replay_are_each_one_transaction(client: TestClient) -> None:
+    """Claim, work, stored answer and audit event commit together (issue 14): one commit per
+    keyed request, not a claim's and then a work's; a failure leaves no claim to release."""
+    pid = new_patient(client)["id"]
+    body = assessment_body("2020-01-01")
+    first, begun = _transactions(
+        client, lambda: client.post(_assessments_url(pid), json=body, headers=_key("one-txn"))
+    )
+    assert first.status_code == 201, first.text
+    assert begun == 1
+    again, begun = _transactions(
+        client, lambda: client.post(_assessments_url(pid), json=body, headers=_key("one-txn"))
+    )
+    _assert_replay_of(first, again)
+    assert begun == 1
+    missing = "/v1/patients/00000000-0000-4000-8000-000000000000/assessments"
+    refused, _ = _transactions(
+        client, lambda: client.post(missing, json=body, headers=_key("one-txn-404"))
+    )
+    problem(refused, 404)
+    db = client.app.state.runtime.db  # type: ignore[attr-defined]
+    retry = idempotency.claim(
+        db,
+        idempotency.KeyScope("bootstrap-admin", "POST", missing, "one-txn-404"),
+        idempotency.request_hash(AssessmentIn.model_validate(body).model_dump(mode="json")),
+        idempotency.Policy(60, timedelta(hours=48)),
+    )
+    assert isinstance(retry, idempotency.Claim)  # the failed request left the key free
 
 
 def test_a_json_equal_body_written_differently_is_replayed(client: TestClient) -> None:
