@@ -103,7 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = settings.effective_database_url
         if settings.migrate_on_start and url.startswith("sqlite"):
             upgrade_to_head(url, settings.data_dir)
-        db = Database(url, settings.sqlite_group_commit_max)
+        db = Database(
+            url,
+            settings.sqlite_group_commit_max
+            if url.startswith("sqlite")
+            else settings.postgres_group_commit_max,
+        )
         app.state.runtime = Runtime(
             settings=settings,
             db=db,

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         description="SQLite: at most this many queued write transactions commit together (one "
         "fsync), each still all-or-nothing on its own; 1 commits each alone.",
     )
+    postgres_group_commit_max: int = Field(
+        default=MAX_GROUP,
+        ge=0,
+        le=1000,
+        description="PostgreSQL: a worker's queued write transactions share one transaction "
+        "(one audit-chain lock, one commit), at most this many, each still all-or-nothing on "
+        "its own; 0 runs each transaction on its own, concurrently.",
+    )
     outcomes_cache_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=0,

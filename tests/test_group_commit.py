@@ -1,7 +1,7 @@
-"""SQLite group commit (`app.db.group_commit`): writers that queue for the one writer share its
-transaction, each in a savepoint, and commit together. Each must still be all-or-nothing on its
-own, answered only after the commit that holds its work, and fail (storing nothing) when that
-commit fails."""
+"""Group commit (`app.db.group_commit`), on both databases: writers that queue for the
+process's writer share its transaction, each in a savepoint, and commit together. Each must
+still be all-or-nothing on its own, answered only after the commit that holds its work, and
+fail (storing nothing) when that commit fails."""
 
 from __future__ import annotations
 
@@ -13,18 +13,22 @@ import pytest
 from sqlalchemy import text
 
 from app.db.database import Database
-from app.db.group_commit import GroupCommitFailed, SqliteWriter
+from app.db.group_commit import GroupCommitFailed, GroupWriter
+from tests.dbs import BACKENDS, empty_database
 
 WRITERS = 24
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'g.db'}")
-    with database.transaction() as session:
-        session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
-    yield database
-    database.dispose()
+@pytest.fixture(params=BACKENDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    with empty_database(request.param, tmp_path) as url:
+        database = Database(url)
+        with database.transaction() as session:
+            session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 def _stored(db: Database) -> set[int]:
@@ -35,7 +39,7 @@ def _stored(db: Database) -> set[int]:
 def _together(db: Database, work: list[object], hold: float = 0.02) -> list[object]:
     """Run the writers at once; the first holds the writer long enough for the others to
     queue behind it. Returns what each raised (or None)."""
-    writer = db.sqlite_writer
+    writer = db.writer
     assert writer is not None
     outcomes: list[object] = [None] * len(work)
     started = threading.Barrier(len(work))
@@ -61,8 +65,8 @@ def _together(db: Database, work: list[object], hold: float = 0.02) -> list[obje
 
 
 def test_queued_writers_commit_in_fewer_commits_and_all_are_stored(db: Database) -> None:
-    writer = db.sqlite_writer
-    assert isinstance(writer, SqliteWriter)
+    writer = db.writer
+    assert isinstance(writer, GroupWriter)
     before = (writer.stats.transactions, writer.stats.commits)
     outcomes = _together(db, ["ok"] * WRITERS)
     assert outcomes == [None] * WRITERS
@@ -137,7 +141,7 @@ def test_a_savepoint_inside_a_grouped_transaction_still_works(db: Database) -> N
 def test_a_failing_first_member_fails_alone_and_the_queued_ones_commit(db: Database) -> None:
     """The group's first member runs without a savepoint: its failure rolls the transaction
     back whole, so the group must end there, and the writers queued behind it start afresh."""
-    writer = db.sqlite_writer
+    writer = db.writer
     assert writer is not None
     holding = threading.Event()
     queued = 5
@@ -175,6 +179,8 @@ def test_a_failing_first_member_fails_alone_and_the_queued_ones_commit(db: Datab
 def test_bulk_reads_on_sqlite_run_one_at_a_time(db: Database) -> None:
     """`Database.bulk_read` (uncached outcomes, charts): on SQLite the second waits for the
     first, so a computation never convoys with another on the GIL."""
+    if not db.is_sqlite:
+        pytest.skip("PostgreSQL's driver receives rows whole: no lane")
     inside = 0
     most = 0
     count_lock = threading.Lock()
@@ -196,3 +202,41 @@ def test_bulk_reads_on_sqlite_run_one_at_a_time(db: Database) -> None:
     for thread in threads:
         thread.join(timeout=30)
     assert most == 1
+
+
+def test_on_postgresql_a_group_takes_the_audit_chain_lock_before_any_work(
+    db: Database, tmp_path: Path
+) -> None:
+    """Two workers on one PostgreSQL database: a group holds the audit chain's lock from its
+    first statement, so the other worker's transaction starts its work only after the first
+    commits. No group can then hold the lock while waiting for a row lock of a transaction that
+    waits for the lock (a deadlock between workers)."""
+    if db.is_sqlite:
+        pytest.skip("SQLite's single writer orders the chain")
+    other = Database(db.engine.url.render_as_string(hide_password=False))
+    inside = threading.Event()
+    timeline: list[str] = []
+
+    def first() -> None:
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO t (n) VALUES (1)"))
+            inside.set()
+            threading.Event().wait(0.3)
+            timeline.append("first commits")
+
+    def second() -> None:
+        inside.wait(10)
+        with other.transaction() as session:
+            timeline.append("second works")
+            session.execute(text("INSERT INTO t (n) VALUES (2)"))
+
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        other.dispose()
+    assert timeline == ["first commits", "second works"]
+    assert _stored(db) == {1, 2}

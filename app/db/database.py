@@ -5,8 +5,9 @@ the response is built, so a 2xx is never sent for a write whose commit failed (t
 0.118+ trap of committing after `yield` in a dependency).
 
 SQLite: WAL with synchronous=FULL for durability, foreign keys on, `BEGIN IMMEDIATE` for write
-transactions and one writer at a time in-process (relying on busy_timeout alone gave p99 ~1 s),
-whose queued transactions commit as a group (`app.db.group_commit`).
+transactions and one writer at a time in-process (relying on busy_timeout alone gave p99 ~1 s).
+On both databases a process's queued write transactions commit as a group
+(`app.db.group_commit`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db.group_commit import MAX_GROUP, SqliteWriter
+from app.db.chain_lock import LOCKED, lock_chain
+from app.db.group_commit import MAX_GROUP, GroupWriter
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -52,6 +54,25 @@ def _private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
+def _plain_savepoints(engine: Engine) -> None:
+    """Savepoints as plain SQL. SQLAlchemy names each savepoint of a connection anew
+    (`sa_savepoint_1`, `_2`, ...) and compiles a statement for every name, which its compiled
+    cache cannot hold: a group-commit member's savepoint cost more CPU than its inserts (a tenth
+    of a recorded assessment's). The names are SQLAlchemy's own, quoted as identifiers."""
+    quote = engine.dialect.identifier_preparer.quote
+
+    def statement(verb: str) -> Any:
+        def run(connection: Any, name: str) -> None:
+            connection.exec_driver_sql(f"{verb} {quote(name)}")
+
+        return run
+
+    dialect = engine.dialect
+    setattr(dialect, "do_savepoint", statement("SAVEPOINT"))  # noqa: B010
+    setattr(dialect, "do_rollback_to_savepoint", statement("ROLLBACK TO SAVEPOINT"))  # noqa: B010
+    setattr(dialect, "do_release_savepoint", statement("RELEASE SAVEPOINT"))  # noqa: B010
+
+
 POOL_SIZE = 40  # = AnyIO's default thread-pool size, which runs the sync handlers
 
 
@@ -68,6 +89,7 @@ def create_db_engine(url: str) -> Engine:
             hide_parameters=True,
         )
         _configure_sqlite(engine)
+        _plain_savepoints(engine)
         return engine
     # hide_parameters: bound values (identifiers, notes) never reach error messages or logs.
     # The pool holds as many connections as requests can run at once (the thread pool's size):
@@ -76,7 +98,7 @@ def create_db_engine(url: str) -> Engine:
     # `UtcDateTime` passes through instead of converting each from the server's zone (zoneinfo
     # conversion was a quarter of reading a 1,000-assessment course). Nothing in SQL depends on
     # the session's zone: every timestamp column is timestamptz.
-    return create_engine(
+    engine = create_engine(
         url,
         connect_args={"options": "-c TimeZone=UTC"},
         pool_size=POOL_SIZE,
@@ -85,10 +107,14 @@ def create_db_engine(url: str) -> Engine:
         pool_pre_ping=True,
         hide_parameters=True,
     )
+    _plain_savepoints(engine)
+    return engine
 
 
 class Database:
     def __init__(self, url: str, group_commit_max: int = MAX_GROUP) -> None:
+        """`group_commit_max`: write transactions committed together at most (one fsync); on
+        PostgreSQL 0 means no group writer (each transaction on its own, concurrently)."""
         self.engine = create_db_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -98,18 +124,22 @@ class Database:
             else self.engine
         )
         self._write_sessions = sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
-        self.sqlite_writer = (
-            SqliteWriter(writer_engine, group_commit_max) if self.is_sqlite else None
-        )
+        self.writer: GroupWriter | None = None
+        if self.is_sqlite:
+            self.writer = GroupWriter(writer_engine, max(1, group_commit_max))
+        elif group_commit_max > 0:
+            self.writer = GroupWriter(
+                self.engine, group_commit_max, opened=lock_chain, session_info={LOCKED: True}
+            )
         self._bulk_lane = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed (durably) before it returns, rolled back on any
-        exception. On SQLite, transactions that queue for the one writer commit as a group
+        exception. Transactions that queue for the process's writer commit as a group
         (`app.db.group_commit`), each still all-or-nothing on its own."""
-        if self.sqlite_writer is not None:
-            with self.sqlite_writer.transaction() as session:
+        if self.writer is not None:
+            with self.writer.transaction() as session:
                 yield session
             return
         with self._write_sessions() as session, session.begin():

@@ -1,27 +1,34 @@
-"""Group commit for SQLite's one writer: the write transactions that queue up while one runs
-share its database transaction, each in a savepoint of its own, and commit (one fsync) together.
+"""Group commit: the write transactions that queue up while one runs share its database
+transaction, each in a savepoint of its own, and commit (one fsync) together.
 
 SQLite takes one writer at a time, and with `synchronous=FULL` every commit waits for an fsync
-(about 1.3 ms here, against well under 0.1 ms for an insert). Writers of one process already
-queue on a lock; now the lock holder, when it finishes and sees others waiting, hands them the
-open transaction instead of committing it. The last of a group (nobody waiting, or the group
-full) commits for everyone. Each request's work is still all-or-nothing on its own: it runs in
-a savepoint (the first member in the transaction itself), and an exception rolls back that
-savepoint only (for the first member: the transaction, which holds its work alone, and the
-group then ends), so one failing request fails alone while the group's others commit. Nobody
-is answered before the commit that holds their work: a member waits for the group's commit
-and fails (500, nothing stored for anyone in the group) if that commit fails. So durability,
-audit-before-response and atomicity are those of one transaction per request.
+(about 1.3 ms here, against well under 0.1 ms for an insert). Writers of one process queue on a
+lock; the lock holder, when it finishes and sees others waiting, hands them the open transaction
+instead of committing it. The last of a group (nobody waiting, or the group full) commits for
+everyone. Each request's work is still all-or-nothing on its own: it runs in a savepoint (the
+first member in the transaction itself), and an exception rolls back that savepoint only (for
+the first member: the transaction, which holds its work alone, and the group then ends), so one
+failing request fails alone while the group's others commit. Nobody is answered before the
+commit that holds their work: a member waits for the group's commit and fails (500, nothing
+stored for anyone in the group) if that commit fails. So durability, audit-before-response and
+atomicity are those of one transaction per request.
 
-Another process (a second worker on the same file) waits on SQLite's lock as before, in its own
-request thread (`busy_timeout`), never on the event loop; the group size is bounded so that a
-steady stream of one process's writers still lets it in between groups.
+PostgreSQL: every audited write and read appends to the audit chain, whose lock serializes
+appends until commit anyway (`app.db.chain_lock`), so concurrent transactions queued on it, each
+paying its own lock, chain read and commit. Through one writer per process they share one lock
+and one commit per group (`opened` takes the lock first, so that no group holds it while waiting
+for a row lock of a transaction that waits for it).
+
+Another process (a second worker on the same file or database) waits on the database's lock as
+before, in its own request thread (SQLite's `busy_timeout`, PostgreSQL's lock queue), never on
+the event loop; the group size is bounded so that a steady stream of one process's writers still
+lets it in between groups.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -71,12 +78,22 @@ class GroupCommitStats:
     commits: int = 0
 
 
-class SqliteWriter:
-    """`Database.transaction` for SQLite (see the module docstring)."""
+class GroupWriter:
+    """`Database.transaction` (see the module docstring). `opened` runs first in every group's
+    transaction; `session_info` is given to every member's session."""
 
-    def __init__(self, engine: Engine, max_group: int = MAX_GROUP) -> None:
-        self._engine = engine  # its connections BEGIN IMMEDIATE
+    def __init__(
+        self,
+        engine: Engine,
+        max_group: int = MAX_GROUP,
+        *,
+        opened: Callable[[Connection], None] | None = None,
+        session_info: Mapping[str, object] | None = None,
+    ) -> None:
+        self._engine = engine  # on SQLite its connections BEGIN IMMEDIATE
         self._max_group = max_group
+        self._opened = opened
+        self._session_info = dict(session_info or {})
         self._lock = threading.Lock()  # held by the one thread working in the open group
         self._count_lock = threading.Lock()
         self._waiting = 0
@@ -93,7 +110,10 @@ class SqliteWriter:
             try:
                 connection = self._engine.connect()
                 try:
-                    self._group = _Group(connection, connection.begin())
+                    group = _Group(connection, connection.begin())
+                    if self._opened is not None:
+                        self._opened(connection)
+                    self._group = group
                 except BaseException:
                     connection.close()
                     raise
@@ -129,6 +149,7 @@ class SqliteWriter:
             join_transaction_mode="rollback_only" if first else "create_savepoint",
             expire_on_commit=False,
             autoflush=False,
+            info=dict(self._session_info),
         )
         try:
             with session.begin():

@@ -5,8 +5,9 @@ Every event names the key (id and name), the action, the HTTP status, the organi
 every patient it touched (`audit_event_patients`). Each event's `chain_hash` is SHA-256 over its
 canonical content and the previous event's hash (`app.db.audit_chain`). The chain stays linear
 with several workers and replicas because appending is serialized: on PostgreSQL by a
-transaction-level advisory lock taken just before the insert and held until commit (so the
-event read as "previous" is the last committed one and ids follow the chain), on SQLite by the
+transaction-level advisory lock held until commit (`app.db.chain_lock`: taken when the group
+writer opens the transaction, or just before the insert where there is no writer), so the
+event read as "previous" is the last committed one and ids follow the chain; on SQLite by the
 database's single writer (`BEGIN IMMEDIATE`). `verify_chain` recomputes it.
 """
 
@@ -19,15 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
+from app.db.chain_lock import LOCKED, lock_chain
 from app.db.models import Assessment, AuditEvent, AuditEventPatient, Patient, Treatment, table_of
 from app.services.pagination import cursor_int, decode_cursor, encode_cursor, utc_parameter
-
-CHAIN_LOCK_KEY = 0x5053535F41554454  # "PSS_AUDT": the advisory lock that orders appends
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +95,8 @@ def _organizations_of(
 
 def _previous_hash(session: Session) -> str:
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    if connection.dialect.name == "postgresql" and not session.info.get(LOCKED):
+        lock_chain(connection)
     return connection.execute(_LAST_HASH).scalar() or GENESIS
 
 
