@@ -138,7 +138,9 @@ class RequestContext:
         cohort statistics) leave only after the event is durable."""
         with self.db.read() as session:
             value = load(session)
+            noted = audit.noted_organizations(session)
         with self.db.transaction() as session:
+            audit.carry_organizations(session, noted)
             self._audit(session, audit_of(value), status(value))
         return value
 

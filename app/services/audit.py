@@ -111,6 +111,20 @@ def note_organization(
     session.info.setdefault(_READ_ORGANIZATIONS, {})[patient_id] = organization_id
 
 
+def noted_organizations(session: Session) -> dict[uuid.UUID, uuid.UUID | None]:
+    """What `note_organization` noted in this session: a read's, for the audit event that a
+    write transaction of its own records after it (`carry_organizations`)."""
+    return dict(session.info.get(_READ_ORGANIZATIONS, {}))
+
+
+def carry_organizations(session: Session, noted: Mapping[uuid.UUID, uuid.UUID | None]) -> None:
+    """Let this session's audit events name the organizations another transaction of the
+    same request read (the access check of a read, whose event is written after it): the
+    organization the request saw is the one it disclosed data of."""
+    if noted:
+        session.info.setdefault(_READ_ORGANIZATIONS, {}).update(noted)
+
+
 def record(
     session: Session,
     access: Access,

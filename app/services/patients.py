@@ -86,21 +86,25 @@ def require_patient(session: Session, access: Access, patient_id: uuid.UUID) -> 
     ).first()
     if patient is None:
         raise NotFound(f"no patient {patient_id}")
+    note_organization(session, patient.id, patient.organization_id)
     return patient
 
 
 def require_record(
     session: Session, access: Access, model: type[Record], record_id: uuid.UUID
 ) -> Record:
-    """An assessment or treatment of a patient the caller may reach, else 404 as if unknown."""
-    row = session.scalars(
-        select(model)
+    """An assessment or treatment of a patient the caller may reach, else 404 as if unknown.
+    The patient's organization is noted for the transaction's audit events."""
+    found = session.execute(
+        select(model, Patient.organization_id)
         .join(Patient, Patient.id == model.patient_id)
         .where(model.id == record_id, visible(access))
     ).first()
-    if row is None:
+    if found is None:
         raise NotFound(f"no {model.__tablename__[:-1]} {record_id}")
-    return row
+    row, organization_id = found
+    note_organization(session, row.patient_id, organization_id)
+    return row  # type: ignore[no-any-return]
 
 
 def _out(patient: Patient, identifiers: list[PatientIdentifier]) -> PatientOut:

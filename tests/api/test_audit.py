@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from app.main import create_app
 from app.schemas.scores import PASI_EXAMPLE
@@ -472,3 +473,35 @@ def test_an_idempotent_replay_is_audited_like_the_first_request(client: TestClie
     assessment_id = first.json()["id"]
     assert ("create-assessment", assessment_id, 201) in actions
     assert ("replay-create-assessment", assessment_id, 201) in actions
+
+
+def test_a_reads_event_names_the_organization_its_access_check_read_without_a_lookup(
+    client: TestClient,
+) -> None:
+    """A read's audit event is written in a transaction of its own, after the read: it names
+    the organization that the read's access check found (carried over), instead of looking the
+    patient up again."""
+    pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
+    created = client.post(
+        f"/v1/patients/{pid}/assessments",
+        json={"assessed_on": "2024-01-01", "pasi": PASI_EXAMPLE},
+    )
+    assert created.status_code == 201, created.text
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    lookups: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "organization_id" in statement and " IN (" in statement:
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        read = client.get(f"/v1/assessments/{created.json()['id']}")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert read.status_code == 200, read.text
+    assert lookups == []
+    [read_event] = _events(client, action="read-assessment")
+    assert read_event["organization_id"] is not None
+    [write_event] = _events(client, action="create-assessment")
+    assert read_event["organization_id"] == write_event["organization_id"]
