@@ -38,6 +38,13 @@ from sqlalchemy.orm import Session
 MAX_GROUP = 8
 """Requests committed together at most (bounds the latency of a group's first member)."""
 
+GROUP_FACTS = "db.group_facts"
+"""`Session.info` key of a dict shared by a group's members: what its members that succeeded
+(their work kept in the group's transaction) left under `MEMBER_FACTS`, later ones overwriting
+earlier ones. A member that failed leaves nothing there: its work was rolled back."""
+MEMBER_FACTS = "db.member_facts"
+"""`Session.info` key of a dict a member fills for `GROUP_FACTS`, taken only if it succeeds."""
+
 
 class GroupCommitFailed(RuntimeError):
     """The commit holding this request's work failed: nothing of it was stored."""
@@ -48,6 +55,7 @@ class _Group:
     connection: Connection
     transaction: RootTransaction
     members: int = 0
+    facts: dict[str, object] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     broken: bool = False  # its first member failed, or a savepoint could not be rolled back
@@ -149,11 +157,12 @@ class GroupWriter:
             join_transaction_mode="rollback_only" if first else "create_savepoint",
             expire_on_commit=False,
             autoflush=False,
-            info=dict(self._session_info),
+            info={**self._session_info, GROUP_FACTS: group.facts},
         )
         try:
             with session.begin():
                 yield session
+            group.facts.update(session.info.get(MEMBER_FACTS, {}))
         except BaseException:
             try:
                 session.close()

@@ -505,3 +505,31 @@ def test_a_reads_event_names_the_organization_its_access_check_read_without_a_lo
     assert read_event["organization_id"] is not None
     [write_event] = _events(client, action="create-assessment")
     assert read_event["organization_id"] == write_event["organization_id"]
+
+
+def test_an_event_about_one_patient_is_one_insert_on_postgresql(client: TestClient) -> None:
+    """While the chain's lock is held, every round trip counts: on PostgreSQL an event and its
+    patient link are one statement (SQLite, in-process, takes two)."""
+    pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    inserts: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "INSERT INTO audit_event" in statement:
+            inserts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        created = client.post(
+            f"/v1/patients/{pid}/assessments",
+            json={"assessed_on": "2024-01-01", "pasi": PASI_EXAMPLE},
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert created.status_code == 201, created.text
+    assert len(inserts) == (2 if engine.dialect.name == "sqlite" else 1)
+    [stored] = _events(client, action="create-assessment", patient_id=pid)
+    assert stored["organization_id"] is not None
+    with client.app.state.runtime.db.read() as session:  # type: ignore[attr-defined]
+        _checked, broken = audit.verify_chain(session)
+    assert broken is None
