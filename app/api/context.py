@@ -146,13 +146,16 @@ class RequestContext:
 
     def read_probed(
         self,
-        probe: Callable[[Session], T | None],
+        probe: Callable[[Session], T | None] | None,
         load: Callable[[Session], T],
         audit_of: Callable[[T], AuditInfo | None],
     ) -> T:
         """`read_value` for answers that are usually ready (a cached one): `probe` runs in the
-        write transaction of the audit event, so a hit costs one transaction (on SQLite it joins
-        the writer's shared commit). On a miss (None) it is `read_value(load, audit_of)`."""
+        write transaction of the audit event, so a hit costs one transaction (it joins the
+        writer's shared commit). On a miss (None), or with no probe (nothing can be ready), it
+        is `read_value(load, audit_of)`."""
+        if probe is None:
+            return self.read_value(load, audit_of)
         with self.db.transaction() as session:
             hit = probe(session)
             if hit is not None:

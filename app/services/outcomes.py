@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, bindparam, cast, select
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
@@ -39,10 +39,18 @@ _SCORE_COLUMNS = (
     Assessment.is_baseline,
     Assessment.visit,
 )
-# Built once: the outcomes of a patient read these on every request.
-_ACTIVE_SCORES = select(*_SCORE_COLUMNS).where(
-    Assessment.patient_id == bindparam("patient_id"), Assessment.entered_in_error.is_(False)
-)
+# Built once: the outcomes of a patient read these on every request. PostgreSQL sends the id
+# as text, already in `str(uuid)`'s form (lowercase, hyphenated), instead of a UUID object that
+# `_dated` would turn into that text again (a tenth of reading a 1,000-assessment course).
+_ACTIVE_SCORES = {
+    dialect: select(id_column, *_SCORE_COLUMNS[1:]).where(
+        Assessment.patient_id == bindparam("patient_id"), Assessment.entered_in_error.is_(False)
+    )
+    for dialect, id_column in (
+        ("sqlite", Assessment.id),
+        ("postgresql", cast(Assessment.id, String)),
+    )
+}
 _ACTIVE_TREATMENTS = select(Treatment.id, Treatment.started_on, Treatment.ended_on).where(
     Treatment.patient_id == bindparam("patient_id"), Treatment.entered_in_error.is_(False)
 )
@@ -64,7 +72,12 @@ def _dated(row: tuple[object, ...]) -> DatedScore:
 
 def load_scores(session: Session, patient_id: uuid.UUID) -> list[DatedScore]:
     # Fetched whole (one fetchall, not a driver call per row).
-    rows = session.connection().execute(_ACTIVE_SCORES, {"patient_id": patient_id}).tuples().all()
+    connection = session.connection()
+    rows = (
+        connection.execute(_ACTIVE_SCORES[connection.dialect.name], {"patient_id": patient_id})
+        .tuples()
+        .all()
+    )
     return [_dated(r) for r in rows]
 
 

@@ -197,6 +197,28 @@ def test_a_cached_read_is_one_transaction_and_its_event_names_the_organization(
     assert first["organization_id"] is not None
 
 
+def test_without_a_cache_a_read_is_its_read_and_its_audit_event_only(
+    client: TestClient, uncached: TestClient
+) -> None:
+    """`OUTCOMES_CACHE_BYTES=0`: nothing can be cached, so nothing is probed for: two
+    transactions (the read, then its audit event), not an empty write before them."""
+    pid, _, _ = _course(client)
+    first = _outcomes(uncached, pid)  # (its key verified and kept, as on every later request)
+    engine = uncached.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    begins: list[object] = []
+
+    def counted(*_args: Any) -> None:
+        begins.append(1)
+
+    event.listen(engine, "begin", counted)
+    try:
+        again = _outcomes(uncached, pid)
+    finally:
+        event.remove(engine, "begin", counted)
+    assert again == first == _outcomes(client, pid)
+    assert len(begins) == 2
+
+
 def test_the_cache_is_bounded_by_size() -> None:
     cache = BytesCache(max_bytes=10)
     cache.put("a", b"12345")

@@ -71,7 +71,9 @@ def get_outcomes(
     )
     cache = runtime(request).outcomes_cache
     read = ctx.read_probed(
-        lambda s: cached_outcomes(s, ctx.access, patient_id, options, treatment, cache),
+        (lambda s: cached_outcomes(s, ctx.access, patient_id, options, treatment, cache))
+        if cache.max_bytes
+        else None,  # no cache: nothing to probe for
         lambda s: read_outcomes(
             s, ctx.access, patient_id, options, treatment, cache, ctx.db.bulk_read
         ),
