@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     postgres_group_commit_max: int = Field(
         default=MAX_GROUP,
         ge=0,
-        le=1000,
+        le=64,  # members' savepoints stay open until the group commits: PostgreSQL caches 64
         description="PostgreSQL: a worker's queued write transactions share one transaction "
         "(one audit-chain lock, one commit), at most this many, each still all-or-nothing on "
         "its own; 0 runs each transaction on its own, concurrently.",

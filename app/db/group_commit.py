@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, RootTransaction
+from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction
 from sqlalchemy.orm import Session
 
 MAX_GROUP = 8
@@ -150,15 +150,26 @@ class GroupWriter:
     def transaction(self) -> Iterator[Session]:
         group = self._acquire()
         # The group's first member needs no savepoint: if it fails, the whole transaction (its
-        # work alone) is rolled back and the group is not handed on. Later members each get one.
+        # work alone) is rolled back and the group is not handed on. Later members each get one,
+        # which the member's session rolls back if it fails and never releases if it succeeds:
+        # members run one after another, so rolling back to a member's savepoint undoes its own
+        # work only, and the group's commit releases them all (one statement less per member).
         first = group.members == 0
-        session = Session(
-            bind=group.connection,
-            join_transaction_mode="rollback_only" if first else "create_savepoint",
-            expire_on_commit=False,
-            autoflush=False,
-            info={**self._session_info, GROUP_FACTS: group.facts},
-        )
+        savepoint: NestedTransaction | None = None
+        try:
+            if not first:
+                savepoint = group.connection.begin_nested()
+            session = Session(
+                bind=group.connection,
+                join_transaction_mode="rollback_only",  # the member's savepoint, if it has one
+                expire_on_commit=False,
+                autoflush=False,
+                info={**self._session_info, GROUP_FACTS: group.facts},
+            )
+        except BaseException:
+            group.broken = True
+            self._release(group)
+            raise
         try:
             with session.begin():
                 yield session
@@ -166,8 +177,12 @@ class GroupWriter:
         except BaseException:
             try:
                 session.close()
-                connection = group.connection
-                if first or connection.invalidated or connection.in_nested_transaction():
+                if (
+                    first
+                    or group.connection.invalidated
+                    or savepoint is None
+                    or savepoint.is_active
+                ):
                     group.broken = True  # rolled back whole, or a savepoint failed to roll back
             except BaseException:
                 group.broken = True
