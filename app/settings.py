@@ -84,7 +84,9 @@ class Settings(BaseSettings):
     postgres_group_commit_max: int = Field(
         default=MAX_GROUP,
         ge=0,
-        le=64,  # members' savepoints stay open until the group commits: PostgreSQL caches 64
+        # A group's members keep their savepoints until it commits, and PostgreSQL keeps at
+        # most 64 subtransactions of a transaction in its shared cache.
+        le=64,
         description="PostgreSQL: a worker's queued write transactions share one transaction "
         "(one audit-chain lock, one commit), at most this many, each still all-or-nothing on "
         "its own; 0 runs each transaction on its own, concurrently.",
