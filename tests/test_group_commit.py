@@ -48,6 +48,8 @@ def _together(db: Database, work: list[object], hold: float = 0.02) -> list[obje
         started.wait()
         try:
             with db.transaction() as session:
+                if work[i] == "fail-early":
+                    raise ValueError(f"writer {i} fails before its first statement")
                 session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": i})
                 if i == 0:
                     threading.Event().wait(hold)
@@ -84,6 +86,21 @@ def test_a_failing_writer_fails_alone_and_leaves_nothing(db: Database) -> None:
     assert failed == {i for i, p in enumerate(plan) if p == "fail"}
     assert all(isinstance(outcomes[i], ValueError) for i in failed)
     assert _stored(db) == set(range(WRITERS)) - failed
+
+
+def test_a_writer_failing_before_its_first_statement_fails_alone(db: Database) -> None:
+    """Its savepoint was taken for it but never used: it is rolled back all the same, and the
+    group's other members commit."""
+    writer = db.writer
+    assert writer is not None
+    before = writer.stats.commits
+    plan = ["fail-early" if i % 4 == 2 else "ok" for i in range(WRITERS)]
+    outcomes = _together(db, list(plan))
+    failed = {i for i, o in enumerate(outcomes) if o is not None}
+    assert failed == {i for i, p in enumerate(plan) if p == "fail-early"}
+    assert all(isinstance(outcomes[i], ValueError) for i in failed)
+    assert _stored(db) == set(range(WRITERS)) - failed
+    assert writer.stats.commits - before < WRITERS - len(failed)  # they were grouped
 
 
 def test_a_failed_group_commit_fails_every_member_and_stores_nothing(

@@ -1,7 +1,7 @@
 """Savepoints run as plain SQL on both databases (`app.db.database._plain_savepoints`): every
-group-commit member and every baseline flag takes one, and SQLAlchemy names each anew, so a
-compiled statement per name would churn the compiled-statement cache and cost more than the
-member's own inserts. They must still nest, release and roll back exactly as before."""
+group-commit member and every baseline flag takes one, and SQLAlchemy, naming each anew,
+compiled the statement for each on every use, at more cost than the member's own inserts.
+They must still nest, release and roll back exactly as before."""
 
 from __future__ import annotations
 

@@ -56,9 +56,9 @@ def _private_file(path: Path) -> None:
 
 def _plain_savepoints(engine: Engine) -> None:
     """Savepoints as plain SQL. SQLAlchemy names each savepoint of a connection anew
-    (`sa_savepoint_1`, `_2`, ...) and compiles a statement for every name, which its compiled
-    cache cannot hold: a group-commit member's savepoint cost more CPU than its inserts (a tenth
-    of a recorded assessment's). The names are SQLAlchemy's own, quoted as identifiers."""
+    (`sa_savepoint_1`, `_2`, ...) and compiles the statement for it on every use, uncached: a
+    group-commit member's savepoint cost more CPU than its inserts (a tenth of a recorded
+    assessment's). The names are SQLAlchemy's own, quoted as identifiers."""
     quote = engine.dialect.identifier_preparer.quote
 
     def statement(verb: str) -> Any:

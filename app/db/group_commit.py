@@ -177,15 +177,12 @@ class GroupWriter:
         except BaseException:
             try:
                 session.close()
-                if (
-                    first
-                    or group.connection.invalidated
-                    or savepoint is None
-                    or savepoint.is_active
-                ):
-                    group.broken = True  # rolled back whole, or a savepoint failed to roll back
+                if savepoint is not None and savepoint.is_active:
+                    savepoint.rollback()  # the member failed before its session used it
+                if first or group.connection.invalidated:
+                    group.broken = True  # rolled back whole
             except BaseException:
-                group.broken = True
+                group.broken = True  # a savepoint that could not be rolled back
             finally:
                 self._release(group)  # always: a lock left held would stop every writer
             raise
