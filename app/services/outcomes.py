@@ -162,8 +162,12 @@ def patient_outcomes(
     patient_id: uuid.UUID,
     options: OutcomeOptions,
     treatment_id: uuid.UUID | None,
+    *,
+    reached: bool = False,
 ) -> Outcomes:
-    ensure_patient(session, access, patient_id)
+    """`reached`: this transaction has already checked that the caller may reach the patient."""
+    if not reached:
+        ensure_patient(session, access, patient_id)
     treatments = load_treatments(session, patient_id)
     if treatment_id is not None:
         anchor = next((t for t in treatments if t.treatment_id == str(treatment_id)), None)
@@ -243,5 +247,7 @@ def read_outcomes(
         if body is not None:
             return OutcomesRead(key, body, None)
     with lane():
-        computed = patient_outcomes(session, access, patient_id, options, treatment_id)
+        computed = patient_outcomes(
+            session, access, patient_id, options, treatment_id, reached=key is not None
+        )
     return OutcomesRead(key, None, computed)

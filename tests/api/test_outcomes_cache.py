@@ -219,6 +219,27 @@ def test_without_a_cache_a_read_is_its_read_and_its_audit_event_only(
     assert len(begins) == 2
 
 
+def test_a_computed_read_checks_access_only_with_its_probes(client: TestClient) -> None:
+    """A miss: the probe in the audit event's transaction found nothing cached; the read's own
+    transaction probes again (the revision must be read with the records), and that probe's
+    access check is the computation's: it does not check again."""
+    pid, _, _ = _course(client)
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    checks: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if "FROM patients" in statement:
+            checks.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        _outcomes(client, pid, clearance="pasi90")  # not cached yet
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(checks) == 2
+    assert all("count" in statement for statement in checks)  # both are probes
+
+
 def test_the_cache_is_bounded_by_size() -> None:
     cache = BytesCache(max_bytes=10)
     cache.put("a", b"12345")
