@@ -12,7 +12,10 @@ from pathlib import Path
 import psycopg
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from app.db.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -60,3 +63,20 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
+
+
+@contextmanager
+def database_of(backend: str, tmp_dir: Path, *, migrated: bool) -> Iterator[Database]:
+    """The service's `Database` on a throwaway database: migrated to head, or holding only a
+    table `t (n INTEGER PRIMARY KEY)` for tests of transactions alone; disposed after."""
+    with empty_database(backend, tmp_dir) as url:
+        if migrated:
+            migrate(url)
+        database = Database(url)
+        try:
+            if not migrated:
+                with database.transaction() as session:
+                    session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+            yield database
+        finally:
+            database.dispose()

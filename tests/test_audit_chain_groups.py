@@ -17,20 +17,15 @@ from app.db.database import Database
 from app.db.models import AuditEvent
 from app.services import audit
 from app.services.audit import AuditInfo
-from tests.dbs import BACKENDS, empty_database, migrate
+from tests.dbs import BACKENDS, database_of
 
 WRITERS = 30
 
 
 @pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with empty_database(request.param, tmp_path) as url:
-        migrate(url)
-        database = Database(url)
-        try:
-            yield database
-        finally:
-            database.dispose()
+    with database_of(request.param, tmp_path, migrated=True) as database:
+        yield database
 
 
 def _append(session: object, label: str) -> None:

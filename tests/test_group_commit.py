@@ -14,21 +14,15 @@ from sqlalchemy import text
 
 from app.db.database import Database
 from app.db.group_commit import GroupCommitFailed, GroupWriter
-from tests.dbs import BACKENDS, empty_database
+from tests.dbs import BACKENDS, database_of
 
 WRITERS = 24
 
 
 @pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with empty_database(request.param, tmp_path) as url:
-        database = Database(url)
-        with database.transaction() as session:
-            session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
-        try:
-            yield database
-        finally:
-            database.dispose()
+    with database_of(request.param, tmp_path, migrated=False) as database:
+        yield database
 
 
 def _stored(db: Database) -> set[int]:

@@ -12,21 +12,15 @@ import pytest
 from sqlalchemy import event, text
 
 from app.db.database import Database
-from tests.dbs import BACKENDS, empty_database
+from tests.dbs import BACKENDS, database_of
 
 SAVEPOINTS = 200
 
 
 @pytest.fixture(params=BACKENDS)
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with empty_database(request.param, tmp_path) as url:
-        database = Database(url)
-        with database.transaction() as session:
-            session.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
-        try:
-            yield database
-        finally:
-            database.dispose()
+    with database_of(request.param, tmp_path, migrated=False) as database:
+        yield database
 
 
 def test_savepoints_nest_release_and_roll_back_without_compiling_a_statement(

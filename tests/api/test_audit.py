@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from app.main import create_app
 from app.schemas.scores import PASI_EXAMPLE
 from app.services import audit
 from tests.conftest import make_settings
+from tests.sql_events import statements
 
 PROBLEM_JSON = "application/problem+json"
 SYSTEM = "https://hospital.example/mrn"
@@ -488,17 +488,8 @@ def test_a_reads_event_names_the_organization_its_access_check_read_without_a_lo
     )
     assert created.status_code == 201, created.text
     engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    lookups: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if "organization_id" in statement and " IN (" in statement:
-            lookups.append(statement)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements(engine, lambda sql: "organization_id" in sql and " IN (" in sql) as lookups:
         read = client.get(f"/v1/assessments/{created.json()['id']}")
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert read.status_code == 200, read.text
     assert lookups == []
     [read_event] = _events(client, action="read-assessment")
@@ -512,20 +503,11 @@ def test_an_event_about_one_patient_is_one_insert_on_postgresql(client: TestClie
     patient link are one statement (SQLite, in-process, takes two)."""
     pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
     engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    inserts: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if "INSERT INTO audit_event" in statement:
-            inserts.append(statement)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements(engine, lambda sql: "INSERT INTO audit_event" in sql) as inserts:
         created = client.post(
             f"/v1/patients/{pid}/assessments",
             json={"assessed_on": "2024-01-01", "pasi": PASI_EXAMPLE},
         )
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert created.status_code == 201, created.text
     assert len(inserts) == (2 if engine.dialect.name == "sqlite" else 1)
     [stored] = _events(client, action="create-assessment", patient_id=pid)

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from app import errors
 from app.auth.access import DEV_ACCESS
@@ -29,6 +28,7 @@ from tests.api.helpers import (
     problem,
 )
 from tests.conftest import make_settings
+from tests.sql_events import begun
 
 REPLAYED = "Idempotent-Replayed"
 
@@ -79,17 +79,8 @@ def test_the_same_key_and_body_replays_the_first_response_and_stores_nothing_new
 
 def _transactions(client: TestClient, request: Any) -> tuple[Any, int]:
     """The answer to `request()` and how many database transactions it began."""
-    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    begins: list[object] = []
-
-    def counted(*_args: Any) -> None:
-        begins.append(1)
-
-    event.listen(engine, "begin", counted)
-    try:
+    with begun(client.app.state.runtime.db.engine) as begins:  # type: ignore[attr-defined]
         answer = request()
-    finally:
-        event.remove(engine, "begin", counted)
     return answer, len(begins)
 
 

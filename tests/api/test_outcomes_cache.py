@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 
 from app.main import create_app
 from app.services.outcomes_cache import BytesCache
@@ -24,6 +23,7 @@ from tests.api.helpers import (
     treatment_content,
 )
 from tests.conftest import make_settings
+from tests.sql_events import begun, statements
 
 
 def _cache(client: TestClient) -> BytesCache:
@@ -175,17 +175,8 @@ def test_a_cached_read_is_one_transaction_and_its_event_names_the_organization(
     miss's in everything but its time and chain position."""
     pid, _, _ = _course(client)
     _outcomes(client, pid)  # computed and cached
-    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    begins: list[object] = []
-
-    def counted(*_args: Any) -> None:
-        begins.append(1)
-
-    event.listen(engine, "begin", counted)
-    try:
+    with begun(client.app.state.runtime.db.engine) as begins:  # type: ignore[attr-defined]
         _outcomes(client, pid)  # from the cache
-    finally:
-        event.remove(engine, "begin", counted)
     assert len(begins) == 1
     items = client.get("/v1/audit-events", params={"action": "read-outcomes", "limit": 200}).json()[
         "items"
@@ -204,17 +195,8 @@ def test_without_a_cache_a_read_is_its_read_and_its_audit_event_only(
     transactions (the read, then its audit event), not an empty write before them."""
     pid, _, _ = _course(client)
     first = _outcomes(uncached, pid)  # (its key verified and kept, as on every later request)
-    engine = uncached.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    begins: list[object] = []
-
-    def counted(*_args: Any) -> None:
-        begins.append(1)
-
-    event.listen(engine, "begin", counted)
-    try:
+    with begun(uncached.app.state.runtime.db.engine) as begins:  # type: ignore[attr-defined]
         again = _outcomes(uncached, pid)
-    finally:
-        event.remove(engine, "begin", counted)
     assert again == first == _outcomes(client, pid)
     assert len(begins) == 2
 
@@ -225,17 +207,8 @@ def test_a_computed_read_checks_access_only_with_its_probes(client: TestClient) 
     access check is the computation's: it does not check again."""
     pid, _, _ = _course(client)
     engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
-    checks: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
-        if "FROM patients" in statement:
-            checks.append(statement)
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements(engine, lambda sql: "FROM patients" in sql) as checks:
         _outcomes(client, pid, clearance="pasi90")  # not cached yet
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     assert len(checks) == 2
     assert all("count" in statement for statement in checks)  # both are probes
 

@@ -1,0 +1,41 @@
+"""Watching what a piece of code asks of the database, for tests that count transactions or
+statements (a saved round trip must stay saved): SQLAlchemy's own engine events, listened to
+only for the `with` block."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, event
+
+
+@contextmanager
+def begun(engine: Engine) -> Iterator[list[object]]:
+    """The transactions begun inside the block (one entry each)."""
+    seen: list[object] = []
+
+    def counted(*_args: object) -> None:
+        seen.append(1)
+
+    event.listen(engine, "begin", counted)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "begin", counted)
+
+
+@contextmanager
+def statements(engine: Engine, wanted: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The SQL of the statements sent inside the block for which `wanted` holds."""
+    seen: list[str] = []
+
+    def kept(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
+        if wanted(statement):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", kept)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", kept)
