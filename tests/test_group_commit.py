@@ -5,13 +5,17 @@ fail (storing nothing) when that commit fails."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
+from app.db.chain_lock import lock_chain
 from app.db.database import Database
 from app.db.group_commit import GroupCommitFailed, GroupWriter
 from tests.dbs import BACKENDS, database_of
@@ -252,3 +256,144 @@ def test_on_postgresql_a_group_takes_the_audit_chain_lock_before_any_work(
         other.dispose()
     assert timeline == ["first commits", "second works"]
     assert _stored(db) == {1, 2}
+
+
+# --------------------------------------------------------------------------- from the event loop
+
+
+def _insert(n: int, fail: bool = False) -> Callable[[Session], int]:
+    def work(session: Session) -> int:
+        session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+        if fail:
+            raise ValueError(f"job {n} fails")
+        return n
+
+    return work
+
+
+async def _jobs(db: Database, plan: list[str]) -> list[object]:
+    """Submit `plan`'s jobs from the event loop at once; what each returned or raised."""
+    return await asyncio.gather(
+        *(db.run_write(_insert(i, fail=p == "fail")) for i, p in enumerate(plan)),
+        return_exceptions=True,
+    )
+
+
+def test_jobs_from_the_event_loop_commit_together_and_each_gets_its_own_answer(
+    db: Database,
+) -> None:
+    writer = db.writer
+    assert writer is not None
+    before = (writer.stats.transactions, writer.stats.commits)
+    answers = asyncio.run(_jobs(db, ["ok"] * WRITERS))
+    assert answers == list(range(WRITERS))
+    assert _stored(db) == set(range(WRITERS))
+    assert writer.stats.transactions - before[0] == WRITERS
+    assert writer.stats.commits - before[1] < WRITERS  # grouped
+
+
+@pytest.mark.parametrize("failing", [[0], [3, 4, 11], [0, 1, 8, 23]])
+def test_a_failing_job_from_the_event_loop_fails_alone(db: Database, failing: list[int]) -> None:
+    """Including a group's first job, whose failure rolls its group back whole: the jobs
+    queued behind it must then start a group afresh, not be lost with it."""
+    plan = ["fail" if i in failing else "ok" for i in range(WRITERS)]
+    answers = asyncio.run(_jobs(db, plan))
+    for i, answer in enumerate(answers):
+        if i in failing:
+            assert isinstance(answer, ValueError)
+            assert str(answer) == f"job {i} fails"
+        else:
+            assert answer == i
+    assert _stored(db) == set(range(WRITERS)) - set(failing)
+
+
+def test_a_failed_commit_fails_every_job_of_its_group_and_stores_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.db import group_commit
+
+    def failing_commit(self: group_commit._Group) -> None:
+        self.error = OSError("disk I/O error")
+        self.transaction.rollback()
+        self.connection.close()
+        self.done.set()
+
+    monkeypatch.setattr(group_commit._Group, "finish", failing_commit)
+    answers = asyncio.run(_jobs(db, ["ok"] * 8))
+    assert all(isinstance(a, GroupCommitFailed) for a in answers), answers
+    monkeypatch.undo()
+    assert _stored(db) == set()
+    assert asyncio.run(_jobs(db, ["ok"])) == [0]  # usable again afterwards
+
+
+def test_a_job_is_answered_only_after_its_commit_and_threads_share_the_writer(
+    db: Database,
+) -> None:
+    """Jobs from the event loop and members in threads (the sync routes) queue for the same
+    writer; each job's row is visible to a new connection when its answer arrives."""
+    missing: list[int] = []
+
+    async def job(n: int) -> None:
+        await db.run_write(_insert(n))
+        if n not in _stored(db):
+            missing.append(n)
+
+    def thread_member(n: int) -> None:
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+
+    async def main() -> None:
+        threads = [asyncio.to_thread(thread_member, 1000 + n) for n in range(WRITERS // 2)]
+        await asyncio.gather(*threads, *(job(n) for n in range(WRITERS)))
+
+    asyncio.run(main())
+    assert missing == []
+    assert _stored(db) == set(range(WRITERS)) | {1000 + n for n in range(WRITERS // 2)}
+
+
+def test_a_job_waiting_for_another_process_lock_does_not_stall_the_event_loop(
+    db: Database,
+) -> None:
+    """Another process (here: another engine) holds the database's write lock (SQLite) or
+    the audit chain's lock (PostgreSQL) for a while: the job waits for it in a helper
+    thread, and the event loop keeps serving meanwhile."""
+    other = create_engine(db.engine.url)
+    hold = 0.5
+    try:
+        with other.connect() as connection:
+            if db.is_sqlite:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's one write lock
+            else:
+                connection.begin()
+                lock_chain(connection)
+
+            async def main() -> tuple[float, float]:
+                gaps: list[float] = []
+                done = asyncio.Event()
+
+                async def tick() -> None:
+                    last = time.monotonic()
+                    while not done.is_set():
+                        await asyncio.sleep(0.01)
+                        now = time.monotonic()
+                        gaps.append(now - last)
+                        last = now
+
+                ticker = asyncio.create_task(tick())
+                await asyncio.sleep(0.05)
+                releaser = threading.Timer(hold, connection.rollback)  # not on the loop
+                releaser.start()
+                started = time.monotonic()
+                await db.run_write(_insert(1))
+                waited = time.monotonic() - started
+                done.set()
+                await ticker
+                releaser.join()
+                return waited, max(gaps)
+
+            waited, longest_gap = asyncio.run(main())
+    finally:
+        other.dispose()
+    assert waited >= hold * 0.9  # it did wait for the lock
+    assert longest_gap < hold / 2  # and the loop kept turning meanwhile
+    assert _stored(db) == {1}

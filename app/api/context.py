@@ -41,6 +41,7 @@ JSON_MEDIA_TYPE = "application/json"
 log = logging.getLogger("app.audit")
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def audited(action: str) -> Callable[[Endpoint], Endpoint]:
@@ -144,40 +145,63 @@ class RequestContext:
             self._audit(session, audit_of(value), status(value))
         return value
 
-    def read_probed(
+    async def read_probed(
         self,
         probe: Callable[[Session], T | None] | None,
         load: Callable[[Session], T],
         audit_of: Callable[[T], AuditInfo | None],
-    ) -> T:
-        """`read_value` for answers that are usually ready (a cached one): `probe` runs in the
-        write transaction of the audit event, so a hit costs one transaction (it joins the
-        writer's shared commit). On a miss (None), or with no probe (nothing can be ready), it
-        is `read_value(load, audit_of)`."""
-        if probe is None:
-            return self.read_value(load, audit_of)
-        with self.db.transaction() as session:
-            hit = probe(session)
-            if hit is not None:
-                self._audit(session, audit_of(hit), 200)
+        then: Callable[[T], R],
+    ) -> R:
+        """`read_value` for answers that are usually ready (a cached one), for async routes:
+        `probe` runs in the write transaction of the audit event, on the event loop in the
+        writer's shared commit (`Database.run_write`), so a hit costs one transaction and no
+        thread hop. On a miss (None), or with no probe (nothing can be ready), it is
+        `read_value(load, audit_of)` in a worker thread. `then` shapes what was read into the
+        answer: on the event loop after a hit, in the worker thread after a load."""
+        if probe is not None:
+
+            def probed(session: Session) -> T | None:
+                hit = probe(session)
+                if hit is not None:
+                    self._audit(session, audit_of(hit), 200)
                 return hit
-        return self.read_value(load, audit_of)
+
+            hit = await self.db.run_write(probed)
+            if hit is not None:
+                return then(hit)
+        return await run_in_threadpool(lambda: then(self.read_value(load, audit_of)))
 
     def read(self, work: Callable[[Session], Answer]) -> Response:
         """`read_value` answered as JSON."""
         answer = self.read_value(work, lambda a: a.audit, lambda a: a.status)
         return json_response(answer.status, serialize(answer.body), answer.headers)
 
-    def _write_now(self, work: Callable[[Session], Answer]) -> Response:
-        with self.db.transaction() as session:
-            answer = self._answer_in(session, work)
-        return json_response(answer.status, serialize(answer.body), answer.headers)
-
     def write(self, payload: BaseModel | None, work: Callable[[Session], Answer]) -> Response:
         """Run `work` and its audit event in one write transaction, made retry-safe when the
         request carries an `Idempotency-Key`."""
+        unit = self._write_unit(payload, work)
+        with self.db.transaction() as session:
+            return unit(session)
+
+    async def write_async(
+        self, payload: BaseModel | None, work: Callable[[Session], Answer]
+    ) -> Response:
+        """`write` for async routes: the transaction runs on the event loop, in the writer's
+        shared commit (`Database.run_write`), with no thread hop for the request."""
+        return await self.db.run_write(self._write_unit(payload, work))
+
+    def _write_unit(
+        self, payload: BaseModel | None, work: Callable[[Session], Answer]
+    ) -> Callable[[Session], Response]:
+        """The write transaction's body: `work`, its audit event and, with an
+        `Idempotency-Key`, the claim and the stored answer (`idempotency.run_once`)."""
         if self.idempotency_key is None:
-            return self._write_now(work)
+
+            def plain(session: Session) -> Response:
+                answer = self._answer_in(session, work)
+                return json_response(answer.status, serialize(answer.body), answer.headers)
+
+            return plain
         scope = idempotency.KeyScope(
             owner=self.access.name,
             method=self.method,
@@ -187,8 +211,12 @@ class RequestContext:
         digest = idempotency.request_hash(
             None if payload is None else payload.model_dump(mode="json")
         )
+        policy = idempotency.Policy(
+            self.settings.idempotency_lease_seconds,
+            timedelta(hours=self.settings.idempotency_retention_hours),
+        )
 
-        def unit(session: Session) -> idempotency.StoredResponse:
+        def stored_unit(session: Session) -> idempotency.StoredResponse:
             answer = self._answer_in(session, work)
             return idempotency.StoredResponse(
                 answer.status,
@@ -197,19 +225,16 @@ class RequestContext:
                 None if answer.audit is None else answer.audit.to_json(),
             )
 
-        stored, replayed = idempotency.run_once(
-            self.db,
-            scope,
-            digest,
-            unit,
-            idempotency.Policy(
-                self.settings.idempotency_lease_seconds,
-                timedelta(hours=self.settings.idempotency_retention_hours),
-            ),
-            on_replay=self._audit_replay,
-        )
-        headers = {**stored.headers, "Idempotent-Replayed": "true"} if replayed else stored.headers
-        return json_response(stored.status, stored.body, headers)
+        def keyed(session: Session) -> Response:
+            stored, replayed = idempotency.run_once(
+                session, scope, digest, stored_unit, policy, on_replay=self._audit_replay
+            )
+            headers = (
+                {**stored.headers, "Idempotent-Replayed": "true"} if replayed else stored.headers
+            )
+            return json_response(stored.status, stored.body, headers)
+
+        return keyed
 
     def _audit_replay(self, session: Session, stored: idempotency.StoredResponse) -> None:
         """A replay returns patient data too, so it is audited like the request it replays."""

@@ -12,12 +12,13 @@ On both databases a process's queued write transactions commit as a group
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -25,6 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.chain_lock import LOCKED, lock_chain
 from app.db.group_commit import MAX_GROUP, GroupWriter
+
+T = TypeVar("T")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -144,6 +147,19 @@ class Database:
             return
         with self._write_sessions() as session, session.begin():
             yield session
+
+    async def run_write(self, work: Callable[[Session], T]) -> T:
+        """`work` in a write transaction, for async routes: queued from the event loop for the
+        writer (`GroupWriter.run`), or (PostgreSQL with the writer off) run alone in a worker
+        thread. Returns after the commit, with what `work` returned."""
+        if self.writer is not None:
+            return await self.writer.run(work)
+
+        def alone() -> T:
+            with self.transaction() as session:
+                return work(session)
+
+        return await asyncio.to_thread(alone)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -101,24 +101,23 @@ def validate_key(key: str) -> str:
 
 
 def run_once(
-    db: Database,
+    session: Session,
     scope: KeyScope,
     digest: str,
     work: Callable[[Session], StoredResponse],
     policy: Policy,
     on_replay: Callable[[Session, StoredResponse], None],
 ) -> tuple[StoredResponse, bool]:
-    """Run `work` at most once per key: the claim, the work and its stored copy commit in one
-    transaction (one commit per request instead of a claim's, a work's and a failure's
-    release). A replay returns the first answer (and `True`) after `on_replay` (its audit)
-    commits."""
-    with db.transaction() as session:
-        outcome = claim_in(session, scope, digest, policy)
-        if isinstance(outcome, StoredResponse):
-            on_replay(session, outcome)
-            return outcome, True
-        response = work(session)
-        complete(session, outcome, response)
+    """Run `work` at most once per key, in the caller's write transaction: the claim, the work
+    and its stored copy commit together (one commit per request instead of a claim's, a work's
+    and a failure's release), and a failure rolls the claim back with the work. A replay
+    returns the first answer (and `True`) with `on_replay` (its audit) in the transaction."""
+    outcome = claim_in(session, scope, digest, policy)
+    if isinstance(outcome, StoredResponse):
+        on_replay(session, outcome)
+        return outcome, True
+    response = work(session)
+    complete(session, outcome, response)
     return response, False
 
 

@@ -49,7 +49,7 @@ class VersionPage(Page[AssessmentVersionOut]):
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 429),
 )
 @audited("create-assessment")
-def create_assessment(
+async def create_assessment(
     patient_id: uuid.UUID,
     body: Annotated[AssessmentIn, Body(openapi_examples=examples.ASSESSMENT)],
     ctx: WriteContext,
@@ -57,7 +57,7 @@ def create_assessment(
     """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
     second active baseline is 409."""
     scored = service.score_assessment(body)  # before the write transaction opens
-    return ctx.write(
+    return await ctx.write_async(
         body,
         lambda s: record_answer(
             ctx,
@@ -124,7 +124,7 @@ def get_assessment(assessment_id: uuid.UUID, ctx: ReadContext) -> Response:
     responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429),
 )
 @audited("amend-assessment")
-def amend_assessment(
+async def amend_assessment(
     assessment_id: uuid.UUID,
     body: Annotated[AssessmentAmend, Body(openapi_examples=examples.ASSESSMENT_AMEND)],
     ctx: WriteContext,
@@ -132,7 +132,7 @@ def amend_assessment(
 ) -> Response:
     """Send the full clinical content as in POST plus `reason`, with `If-Match` set to the ETag
     you read: missing is 428, stale is 412."""
-    return ctx.write(
+    return await ctx.write_async(
         body,
         lambda s: record_answer(
             ctx,
@@ -149,7 +149,7 @@ def amend_assessment(
     responses=problem_responses(400, 401, 403, 404, 412, 413, 415, 422, 429),
 )
 @audited("enter-in-error-assessment")
-def delete_assessment(
+async def delete_assessment(
     assessment_id: uuid.UUID,
     ctx: WriteContext,
     reason: Annotated[
@@ -161,7 +161,7 @@ def delete_assessment(
     """It leaves lists and outcomes but stays readable, and in its history. `If-Match` is
     optional here; when sent it must match."""
     why = reason_given(reason, None if body is None else body.reason)
-    return ctx.write(
+    return await ctx.write_async(
         ReasonIn(reason=why),
         lambda s: record_answer(
             ctx,

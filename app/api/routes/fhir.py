@@ -287,7 +287,7 @@ _CREATE_EXAMPLES = {
     responses=_responses("Observation", 400, 401, 403, 404, 409, 413, 415, 422, 429, success=201),
 )
 @audited("fhir-create-observation")
-def create_observation(
+async def create_observation(
     body: Annotated[
         dict[str, Any],
         Body(
@@ -315,5 +315,7 @@ def create_observation(
         )
 
     return _fhir(
-        ctx.write(request, lambda s: answer(service.create_observation(s, ctx.access, request)))
+        await ctx.write_async(
+            request, lambda s: answer(service.create_observation(s, ctx.access, request))
+        )
     )

@@ -19,7 +19,7 @@ from app.schemas.outcomes import OutcomesOut
 from app.scoring.outcomes import OutcomeOptions
 from app.scoring.relapse import REBOUND_WINDOW_DAYS_NPF, RelapseDefinition
 from app.scoring.response import ClearanceCriterion
-from app.services.outcomes import cached_outcomes, read_outcomes
+from app.services.outcomes import OutcomesRead, cached_outcomes, read_outcomes
 
 router = APIRouter(route_class=LeanRoute, tags=["outcomes"])
 
@@ -31,7 +31,7 @@ router = APIRouter(route_class=LeanRoute, tags=["outcomes"])
     responses=problem_responses(401, 403, 404, 422, 429),
 )
 @audited("read-outcomes")
-def get_outcomes(
+async def get_outcomes(
     request: Request,
     patient_id: uuid.UUID,
     ctx: ReadContext,
@@ -70,7 +70,18 @@ def get_outcomes(
         rebound_window_days=rebound_window_days,
     )
     cache = runtime(request).outcomes_cache
-    read = ctx.read_probed(
+
+    def answer(read: OutcomesRead) -> Response:
+        if read.body is not None:  # cached under the patient's current revision
+            return json_response(200, read.body, {})
+        assert read.outcomes is not None
+        # Shaped and encoded once, after the read and its audit event, straight to bytes.
+        body = to_json(outcomes_json(read.outcomes))
+        if read.key is not None:
+            cache.put(read.key, body)
+        return json_response(200, body, {})
+
+    return await ctx.read_probed(
         (lambda s: cached_outcomes(s, ctx.access, patient_id, options, treatment, cache))
         if cache.max_bytes
         else None,  # no cache: nothing to probe for
@@ -78,12 +89,5 @@ def get_outcomes(
             s, ctx.access, patient_id, options, treatment, cache, ctx.db.bulk_read
         ),
         lambda _read: ctx.touched(patient_id, "patient", patient_id),
+        answer,
     )
-    if read.body is not None:  # cached under the patient's current revision
-        return json_response(200, read.body, {})
-    assert read.outcomes is not None
-    # Shaped and encoded once, after the read and its audit event, straight to bytes.
-    body = to_json(outcomes_json(read.outcomes))
-    if read.key is not None:
-        cache.put(read.key, body)
-    return json_response(200, body, {})

@@ -27,7 +27,7 @@ router = APIRouter(route_class=LeanRoute, prefix="/v1/patients", tags=["patients
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429),
 )
 @audited("create-patient")
-def create_patient(
+async def create_patient(
     body: Annotated[PatientIn, Body(openapi_examples=examples.PATIENT)], ctx: WriteContext
 ) -> Response:
     """No names or direct identifiers: only `identifiers` (`system` + `value`, unique within an
@@ -42,7 +42,9 @@ def create_patient(
             headers={"Location": f"/v1/patients/{out.id}"},
         )
 
-    return ctx.write(body, lambda s: answer(service.create_patient(s, ctx.access, body)))
+    return await ctx.write_async(
+        body, lambda s: answer(service.create_patient(s, ctx.access, body))
+    )
 
 
 @router.get(

@@ -51,12 +51,12 @@ class TreatmentVersionPage(Page[TreatmentVersionOut]):
     responses=problem_responses(400, 401, 403, 404, 413, 415, 422, 429),
 )
 @audited("create-treatment")
-def create_treatment(
+async def create_treatment(
     patient_id: uuid.UUID,
     body: Annotated[TreatmentIn, Body(openapi_examples=examples.TREATMENT)],
     ctx: WriteContext,
 ) -> Response:
-    return ctx.write(
+    return await ctx.write_async(
         body,
         lambda s: record_answer(
             ctx,
@@ -106,13 +106,13 @@ def get_treatment(treatment_id: uuid.UUID, ctx: ReadContext) -> Response:
     responses=problem_responses(400, 401, 403, 404, 409, 412, 413, 415, 422, 428, 429),
 )
 @audited("amend-treatment")
-def amend_treatment(
+async def amend_treatment(
     treatment_id: uuid.UUID,
     body: Annotated[TreatmentAmend, Body(openapi_examples=examples.TREATMENT_AMEND)],
     ctx: WriteContext,
     if_match: IfMatch = None,
 ) -> Response:
-    return ctx.write(
+    return await ctx.write_async(
         body,
         lambda s: record_answer(
             ctx,
@@ -129,7 +129,7 @@ def amend_treatment(
     responses=problem_responses(400, 401, 403, 404, 412, 413, 415, 422, 429),
 )
 @audited("enter-in-error-treatment")
-def delete_treatment(
+async def delete_treatment(
     treatment_id: uuid.UUID,
     ctx: WriteContext,
     reason: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
@@ -137,7 +137,7 @@ def delete_treatment(
     if_match: IfMatch = None,
 ) -> Response:
     why = reason_given(reason, None if body is None else body.reason)
-    return ctx.write(
+    return await ctx.write_async(
         ReasonIn(reason=why),
         lambda s: record_answer(
             ctx,
