@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic_core import to_json
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -76,6 +77,13 @@ def _plain_savepoints(engine: Engine) -> None:
     setattr(dialect, "do_release_savepoint", statement("RELEASE SAVEPOINT"))  # noqa: B010
 
 
+def _json_text(value: Any) -> str:
+    """JSON columns' encoder: pydantic-core's, about four times faster than `json.dumps` on an
+    assessment's content and scores (encoded for the row and its history entry on every
+    write). Compact, UTF-8: the same JSON values, read back by the driver as before."""
+    return to_json(value).decode()
+
+
 POOL_SIZE = 40  # = AnyIO's default thread-pool size, which runs the sync handlers
 
 
@@ -90,6 +98,7 @@ def create_db_engine(url: str) -> Engine:
             pool_size=POOL_SIZE,
             max_overflow=0,
             hide_parameters=True,
+            json_serializer=_json_text,
         )
         _configure_sqlite(engine)
         _plain_savepoints(engine)
@@ -109,6 +118,7 @@ def create_db_engine(url: str) -> Engine:
         pool_timeout=30,
         pool_pre_ping=True,
         hide_parameters=True,
+        json_serializer=_json_text,
     )
     _plain_savepoints(engine)
     return engine

@@ -40,7 +40,7 @@ def content_of(body: AssessmentIn) -> dict[str, Any]:
     return body.model_dump(mode="json", include=CONTENT_FIELDS)
 
 
-def to_out(row: Assessment) -> AssessmentOut:
+def to_out(row: Assessment | dict[str, Any]) -> AssessmentOut:
     return AssessmentOut.model_validate(versioning.record_fields(row))
 
 

@@ -23,7 +23,7 @@ def content_of(body: TreatmentIn) -> dict[str, Any]:
     return body.model_dump(mode="json", include=CONTENT_FIELDS)
 
 
-def to_out(row: Treatment) -> TreatmentOut:
+def to_out(row: Treatment | dict[str, Any]) -> TreatmentOut:
     return TreatmentOut.model_validate(versioning.record_fields(row))
 
 

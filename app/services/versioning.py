@@ -9,9 +9,11 @@ and the others get 412 (never a duplicate version, never a 500). ETags are built
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Insert, Result, Select, insert, select, tuple_, update
@@ -115,18 +117,19 @@ def _add_version(
 
 def create_record(
     session: Session,
-    model: type[R],
+    model: type[VersionedRow],
     values: dict[str, Any],
     recorded_by: str,
     guard: AbstractContextManager[None] | None = None,
-) -> R:
-    """Insert version 1 of a record and its history entry; returns the (transient) row.
+) -> dict[str, Any]:
+    """Insert version 1 of a record and its history entry; returns the row's columns (for
+    `record_fields`: no ORM object is built for a row that is only answered with).
     `values` holds every column but the bookkeeping ones, which are set here."""
     row_values, version_values = first_version(model, values, recorded_by)
     with guard or nullcontext():  # a savepoint is emitted by the first connection() inside it
         session.connection().execute(_INSERT_ROW[model], row_values)
     session.connection().execute(_INSERT_VERSION, version_values)
-    return model(**row_values)
+    return row_values
 
 
 def first_version(
@@ -143,9 +146,18 @@ def first_version(
         "updated_at": now,
         **values,
     }
-    version = _version_of(
-        model(**row), action="create", recorded_at=now, recorded_by=recorded_by, reason=None
-    )
+    version = {
+        "resource_type": RESOURCE_TYPE[model],
+        "resource_id": row["id"],
+        "version": 1,
+        "action": "create",
+        "recorded_at": now,
+        "recorded_by": recorded_by,
+        "reason": None,
+        "entered_in_error": False,
+        "content": row["content"],
+        "scores": row["scores"] if model is Assessment else None,
+    }
     return row, version
 
 
@@ -247,19 +259,23 @@ def mark_entered_in_error(
             raise
 
 
-def record_fields(row: VersionedRow) -> dict[str, Any]:
-    """The current version of a record as its output model's fields."""
+def record_fields(row: VersionedRow | Mapping[str, Any]) -> dict[str, Any]:
+    """The current version of a record as its output model's fields, from its row or from
+    the columns `create_record` returned."""
+    column: Callable[[str], Any] = (
+        row.__getitem__ if isinstance(row, Mapping) else partial(getattr, row)
+    )
     fields = {
-        **row.content,
-        "id": row.id,
-        "patient_id": row.patient_id,
-        "version": row.version,
-        "status": "entered-in-error" if row.entered_in_error else "active",
-        "recorded_at": row.recorded_at,
-        "updated_at": row.updated_at,
+        **column("content"),
+        "id": column("id"),
+        "patient_id": column("patient_id"),
+        "version": column("version"),
+        "status": "entered-in-error" if column("entered_in_error") else "active",
+        "recorded_at": column("recorded_at"),
+        "updated_at": column("updated_at"),
     }
-    if isinstance(row, Assessment):
-        fields["scores"] = row.scores
+    if isinstance(row, Assessment) or (isinstance(row, Mapping) and "scores" in row):
+        fields["scores"] = column("scores")
     return fields
 
 
