@@ -109,9 +109,10 @@ def compute_scores(inp: ClinicalScoresIn) -> ComputedScores:
     except ScoringInputError as exc:
         raise _invalid("", exc) from exc
     dlqi = _dlqi(inp.dlqi)
+    reported_bsa = None if bsa is None else round_bsa(bsa.bsa_percent)
     pga = None
-    if inp.iga is not None and bsa is not None:
-        pga = pga_x_bsa(inp.iga, round_bsa(bsa.bsa_percent), PgaScale.IGA_0_4)
+    if inp.iga is not None and reported_bsa is not None:
+        pga = pga_x_bsa(inp.iga, reported_bsa, PgaScale.IGA_0_4)
     parts = list(pasi.regions.values())  # in REGIONS order (the core builds it so)
     scores = Scores(
         pasi=_tenths(pasi.total_tenths),
@@ -128,7 +129,7 @@ def compute_scores(inp: ClinicalScoresIn) -> ComputedScores:
             )
             for (_r, name, weight), part in zip(_REGION_ROWS, parts, strict=True)
         },
-        bsa_percent=None if bsa is None else _float(round_bsa(bsa.bsa_percent)),
+        bsa_percent=None if reported_bsa is None else _float(reported_bsa),
         bsa_source=None if bsa is None else bsa.source,
         bsa_severity=None if bsa is None else bsa.severity.value,
         iga=inp.iga,
