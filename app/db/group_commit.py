@@ -275,7 +275,15 @@ class GroupWriter:
     async def _drain(self) -> None:
         while self._jobs:
             batch = [self._jobs.popleft() for _ in range(min(self._max_group, len(self._jobs)))]
-            await asyncio.to_thread(self._run_in_groups, batch)
+            try:
+                await asyncio.to_thread(self._run_in_groups, batch)
+            except BaseException:  # the process is stopping: nobody may wait for ever
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(
+                            RuntimeError("the writer stopped; this write's outcome is unknown")
+                        )
+                raise
             for job in batch:
                 job.settle()
 
