@@ -129,6 +129,9 @@ class Patient(Base):
     birth_year: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(index=True)
     created_by: Mapped[str] = mapped_column(String(100))
+    # Bumped by triggers on every INSERT and UPDATE of the patient's assessments and treatments
+    # (migration 0007): the outcomes cache's key.
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class PatientIdentifier(Base):

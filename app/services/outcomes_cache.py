@@ -1,12 +1,13 @@
 """Outcomes answers cached as response bytes, keyed by the patient's revision.
 
-A patient's revision is derived, not stored: the number of their assessments and treatments and
-the sum of those records' versions. Every write to a patient's records either adds a record or
-adds a version to one (amendments and entered-in-error marks are versions too; nothing is ever
-deleted), so the revision grows with every write and no write path can forget to bump it. It is
-read from the database on every request, so the cache is correct with several workers and
-replicas: each process caches what it computed, and a write anywhere changes the key that every
-process looks up next.
+A patient's revision is `patients.revision`, bumped by database triggers on every INSERT and
+UPDATE of the patient's assessments and treatments (migration 0007). Every write to a patient's
+records is one of those (amendments and entered-in-error marks update the row; nothing is ever
+deleted), and the triggers fire whoever writes, so no write path can forget to bump it. It is
+read from the database on every request, with the access check's row, so the cache is correct
+with several workers and replicas: each process caches what it computed, and a write anywhere
+changes the key that every process looks up next. (It was derived before 0007, as the count and
+version sum of the records, aggregated on every read: a cost that grew with the course.)
 
 The revision is read before the records, in the same transaction: on PostgreSQL (read committed)
 a write committing in between makes the records newer than the key, never older, so a cached
@@ -20,34 +21,24 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
 
-from sqlalchemy import ScalarSelect, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.auth.access import Access
-from app.db.models import Assessment, Patient, Treatment
+from app.db.models import Patient
 from app.services.patients import patient_statements, reach_patient
 
-Revision = tuple[int, int, int, int]
+Revision = int
 
-
-def _counted(model: type[Assessment] | type[Treatment]) -> list[ScalarSelect[int]]:
-    mine = model.patient_id == bindparam("patient_id")
-    return [
-        select(func.count()).where(mine).scalar_subquery(),
-        select(func.coalesce(func.sum(model.version), 0)).where(mine).scalar_subquery(),
-    ]
-
-
-# Built once: the access check and the revision (both tables' counts and version sums) in one
-# round trip, with the patient's organization (which the read's audit event names).
-_PROBE = patient_statements(Patient.organization_id, *_counted(Assessment), *_counted(Treatment))
+# Built once: the access check and the revision in one round trip, with the patient's
+# organization (which the read's audit event names).
+_PROBE = patient_statements(Patient.organization_id, Patient.revision)
 
 
 def reach_with_revision(session: Session, access: Access, patient_id: uuid.UUID) -> Revision:
-    """(assessments, Σ their versions, treatments, Σ their versions) of the patient; 404 (as
-    `ensure_patient`) unless the caller may reach the patient."""
+    """The patient's revision; 404 (as `ensure_patient`) unless the caller may reach the
+    patient."""
     row = reach_patient(session, access, patient_id, _PROBE)
-    return (int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    return int(row[1])
 
 
 class BytesCache:

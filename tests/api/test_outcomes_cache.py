@@ -1,16 +1,18 @@
-"""Outcomes answers are cached per process, keyed by the patient's revision (the count and
-version sum of their records): a cached answer must equal a fresh one, follow every kind of
-write at once, and stay correct when another worker (another app instance with its own cache)
-writes."""
+"""Outcomes answers are cached per process, keyed by the patient's revision (bumped by
+triggers on every write to their records): a cached answer must equal a fresh one, follow every
+kind of write at once, and stay correct when another worker (another app instance with its own
+cache) writes."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import Uuid, bindparam, text
 
 from app.main import create_app
 from app.services.outcomes_cache import BytesCache
@@ -140,6 +142,27 @@ def test_every_kind_of_write_changes_the_cached_answer_at_once(
         assert after != before, write.__name__
 
 
+def test_a_change_made_outside_the_service_is_seen_at_once(
+    client: TestClient, uncached: TestClient
+) -> None:
+    """The revision is kept by database triggers (migration 0007), not by the service's write
+    paths: an UPDATE by hand (a data fix, which bumps no version) still changes the key."""
+    pid, made, _ = _course(client)
+    before = _outcomes(client, pid)
+    assert _outcomes(client, pid) == before  # cached
+    engine = client.app.state.runtime.db.engine  # type: ignore[attr-defined]
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE assessments SET pasi_tenths = 0 WHERE id = :id").bindparams(
+                bindparam("id", type_=Uuid)
+            ),
+            {"id": uuid.UUID(made[0]["id"])},
+        )
+    after = _outcomes(client, pid)
+    assert after == _outcomes(uncached, pid)
+    assert after != before
+
+
 def test_a_write_through_another_worker_is_seen_at_once(
     client: TestClient, other_worker: TestClient
 ) -> None:
@@ -210,7 +233,7 @@ def test_a_computed_read_checks_access_only_with_its_probes(client: TestClient) 
     with statements(engine, lambda sql: "FROM patients" in sql) as checks:
         _outcomes(client, pid, clearance="pasi90")  # not cached yet
     assert len(checks) == 2
-    assert all("count" in statement for statement in checks)  # both are probes
+    assert all("patients.revision" in statement for statement in checks)  # both are probes
 
 
 def test_the_cache_is_bounded_by_size() -> None:
