@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         le=64,
         description="PostgreSQL: a worker's queued write transactions share one transaction "
         "(one audit-chain lock, one commit), at most this many, each still all-or-nothing on "
-        "its own; 0 runs each transaction on its own, concurrently.",
+        "its own; 0 commits each transaction on its own (each still takes the audit-chain "
+        "lock first).",
     )
     outcomes_cache_bytes: int = Field(
         default=64 * 1024 * 1024,

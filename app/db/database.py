@@ -127,7 +127,8 @@ def create_db_engine(url: str) -> Engine:
 class Database:
     def __init__(self, url: str, group_commit_max: int = MAX_GROUP) -> None:
         """`group_commit_max`: write transactions committed together at most (one fsync); on
-        PostgreSQL 0 means no group writer (each transaction on its own, concurrently)."""
+        PostgreSQL 0 means no group writer (each transaction commits on its own, still taking
+        the audit chain's lock first)."""
         self.engine = create_db_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
@@ -156,6 +157,11 @@ class Database:
                 yield session
             return
         with self._write_sessions() as session, session.begin():
+            # PostgreSQL without the writer: the chain lock first here too, so that no write
+            # transaction holds a row lock (a patient's revision, bumped by every record
+            # write) while it waits for the lock held by one that waits for that row.
+            lock_chain(session.connection())
+            session.info[LOCKED] = True
             yield session
 
     async def run_write(self, work: Callable[[Session], T]) -> T:
