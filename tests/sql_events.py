@@ -27,19 +27,26 @@ def begun(engine: Engine) -> Iterator[list[object]]:
 
 
 @contextmanager
+def _watching(engine: Engine, seen: Callable[..., None]) -> Iterator[None]:
+    """`seen` called with each statement's `before_cursor_execute` arguments in the block."""
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+
+@contextmanager
 def statements(engine: Engine, wanted: Callable[[str], bool]) -> Iterator[list[str]]:
     """The SQL of the statements sent inside the block for which `wanted` holds."""
-    seen: list[str] = []
+    found: list[str] = []
 
     def kept(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
         if wanted(statement):
-            seen.append(statement)
+            found.append(statement)
 
-    event.listen(engine, "before_cursor_execute", kept)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", kept)
+    with _watching(engine, kept):
+        yield found
 
 
 @contextmanager
@@ -47,7 +54,7 @@ def compiled_anew(engine: Engine) -> Iterator[list[str]]:
     """The SQL of the statements inside the block that SQLAlchemy compiled for that execution
     (not served from its compiled cache): on a hot path each costs about 0.1 ms. Plain driver
     SQL (`exec_driver_sql`: savepoints, the SQLite BEGIN) is never compiled and not listed."""
-    seen: list[str] = []
+    found: list[str] = []
 
     def kept(
         _conn: object,
@@ -57,13 +64,9 @@ def compiled_anew(engine: Engine) -> Iterator[list[str]]:
         context: object,
         _many: object,
     ) -> None:
-        if getattr(context, "compiled", None) is None:
-            return
-        if getattr(context, "cache_hit", None) is not CACHE_HIT:
-            seen.append(statement)
+        compiled = getattr(context, "compiled", None) is not None
+        if compiled and getattr(context, "cache_hit", None) is not CACHE_HIT:
+            found.append(statement)
 
-    event.listen(engine, "before_cursor_execute", kept)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", kept)
+    with _watching(engine, kept):
+        yield found

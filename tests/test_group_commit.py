@@ -64,6 +64,24 @@ def _together(db: Database, work: list[object], hold: float = 0.02) -> list[obje
     return outcomes
 
 
+def _insert(n: int, fail: bool = False) -> Callable[[Session], int]:
+    def work(session: Session) -> int:
+        session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+        if fail:
+            raise ValueError(f"job {n} fails")
+        return n
+
+    return work
+
+
+async def _jobs(db: Database, plan: list[str]) -> list[object]:
+    """Submit `plan`'s jobs from the event loop at once; what each returned or raised."""
+    return await asyncio.gather(
+        *(db.run_write(_insert(i, fail=p == "fail")) for i, p in enumerate(plan)),
+        return_exceptions=True,
+    )
+
+
 def test_queued_writers_commit_in_fewer_commits_and_all_are_stored(db: Database) -> None:
     writer = db.writer
     assert isinstance(writer, GroupWriter)
@@ -102,9 +120,12 @@ def test_a_writer_failing_before_its_first_statement_fails_alone(db: Database) -
     assert writer.stats.commits - before < WRITERS - failed  # they were grouped
 
 
+@pytest.mark.parametrize("via", ["threads", "event-loop"])
 def test_a_failed_group_commit_fails_every_member_and_stores_nothing(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, via: str
 ) -> None:
+    """Members run by their own threads (`transaction`) or queued from the event loop
+    (`run`) alike."""
     from app.db import group_commit
 
     def failing_commit(self: group_commit._Group) -> None:
@@ -114,13 +135,15 @@ def test_a_failed_group_commit_fails_every_member_and_stores_nothing(
         self.done.set()
 
     monkeypatch.setattr(group_commit._Group, "finish", failing_commit)
-    outcomes = _together(db, ["ok"] * 8)
+    plan = ["ok"] * 8
+    outcomes = _together(db, plan) if via == "threads" else asyncio.run(_jobs(db, plan))
     assert all(isinstance(o, GroupCommitFailed) for o in outcomes), outcomes
     monkeypatch.undo()
     assert _stored(db) == set()
     with db.transaction() as session:  # the writer is usable again afterwards
         session.execute(text("INSERT INTO t (n) VALUES (99)"))
-    assert _stored(db) == {99}
+    assert asyncio.run(_jobs(db, ["ok"])) == [0]  # from the event loop too
+    assert _stored(db) == {99, 0}
 
 
 def test_nobody_is_answered_before_the_commit_holding_their_work(db: Database) -> None:
@@ -264,24 +287,6 @@ def test_on_postgresql_a_group_takes_the_audit_chain_lock_before_any_work(
 # --------------------------------------------------------------------------- from the event loop
 
 
-def _insert(n: int, fail: bool = False) -> Callable[[Session], int]:
-    def work(session: Session) -> int:
-        session.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
-        if fail:
-            raise ValueError(f"job {n} fails")
-        return n
-
-    return work
-
-
-async def _jobs(db: Database, plan: list[str]) -> list[object]:
-    """Submit `plan`'s jobs from the event loop at once; what each returned or raised."""
-    return await asyncio.gather(
-        *(db.run_write(_insert(i, fail=p == "fail")) for i, p in enumerate(plan)),
-        return_exceptions=True,
-    )
-
-
 def test_jobs_from_the_event_loop_commit_together_and_each_gets_its_own_answer(
     db: Database,
 ) -> None:
@@ -308,25 +313,6 @@ def test_a_failing_job_from_the_event_loop_fails_alone(db: Database, failing: li
         else:
             assert answer == i
     assert _stored(db) == set(range(WRITERS)) - set(failing)
-
-
-def test_a_failed_commit_fails_every_job_of_its_group_and_stores_nothing(
-    db: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from app.db import group_commit
-
-    def failing_commit(self: group_commit._Group) -> None:
-        self.error = OSError("disk I/O error")
-        self.transaction.rollback()
-        self.connection.close()
-        self.done.set()
-
-    monkeypatch.setattr(group_commit._Group, "finish", failing_commit)
-    answers = asyncio.run(_jobs(db, ["ok"] * 8))
-    assert all(isinstance(a, GroupCommitFailed) for a in answers), answers
-    monkeypatch.undo()
-    assert _stored(db) == set()
-    assert asyncio.run(_jobs(db, ["ok"])) == [0]  # usable again afterwards
 
 
 def test_a_job_is_answered_only_after_its_commit_and_threads_share_the_writer(
