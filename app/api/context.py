@@ -153,9 +153,9 @@ class RequestContext:
         then: Callable[[T], R],
     ) -> R:
         """`read_value` for answers that are usually ready (a cached one), for async routes:
-        `probe` runs in the write transaction of the audit event, on the event loop in the
-        writer's shared commit (`Database.run_write`), so a hit costs one transaction and no
-        thread hop. On a miss (None), or with no probe (nothing can be ready), it is
+        `probe` runs in the write transaction of the audit event, queued for the writer's
+        shared commit (`Database.run_write`), so a hit costs one transaction and no thread of
+        its own. On a miss (None), or with no probe (nothing can be ready), it is
         `read_value(load, audit_of)` in a worker thread. `then` shapes what was read into the
         answer: on the event loop after a hit, in the worker thread after a load."""
         if probe is not None:
@@ -186,8 +186,8 @@ class RequestContext:
     async def write_async(
         self, payload: BaseModel | None, work: Callable[[Session], Answer]
     ) -> Response:
-        """`write` for async routes: the transaction runs on the event loop, in the writer's
-        shared commit (`Database.run_write`), with no thread hop for the request."""
+        """`write` for async routes: the transaction is queued from the event loop for the
+        writer's shared commit (`Database.run_write`), with no thread of the request's own."""
         return await self.db.run_write(self._write_unit(payload, work))
 
     def _write_unit(

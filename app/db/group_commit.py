@@ -91,10 +91,6 @@ class _Job(Generic[T]):
         if self.error is None and group.error is not None:
             self.error = _commit_failed(group.error)
 
-    def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.settle()
-
 
 @dataclass(eq=False)
 class _Group:
@@ -309,7 +305,8 @@ class GroupWriter:
                 return
             ran: list[_Job[Any]] = []
             try:
-                while pending and not group.broken:
+                # A group handed over by a thread member may hold members already.
+                while pending and not group.broken and group.members < self._max_group:
                     ran.append(pending.pop(0))
                     self._run_job(group, ran[-1])
             finally:
