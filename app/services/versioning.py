@@ -72,29 +72,32 @@ def check_if_match(if_match: str | None, current_version: int, *, required: bool
     raise _stale(if_match, current_version)
 
 
-def _scores(row: VersionedRow) -> dict[str, Any] | None:
-    return row.scores if isinstance(row, Assessment) else None
+def _columns(row: VersionedRow | Mapping[str, Any]) -> Callable[[str], Any]:
+    """A record's column by name, from its row or from a new record's column values."""
+    return row.__getitem__ if isinstance(row, Mapping) else partial(getattr, row)
 
 
 def _version_of(
-    row: VersionedRow,
+    model: type[VersionedRow],
+    row: VersionedRow | Mapping[str, Any],
     *,
     action: str,
     recorded_at: datetime,
     recorded_by: str,
     reason: str | None,
 ) -> dict[str, Any]:
+    column = _columns(row)
     return {
-        "resource_type": RESOURCE_TYPE[type(row)],
-        "resource_id": row.id,
-        "version": row.version,
+        "resource_type": RESOURCE_TYPE[model],
+        "resource_id": column("id"),
+        "version": column("version"),
         "action": action,
         "recorded_at": recorded_at,
         "recorded_by": recorded_by,
         "reason": reason,
-        "entered_in_error": row.entered_in_error,
-        "content": row.content,
-        "scores": _scores(row),
+        "entered_in_error": column("entered_in_error"),
+        "content": column("content"),
+        "scores": column("scores") if model is Assessment else None,
     }
 
 
@@ -110,7 +113,12 @@ def _add_version(
     session.connection().execute(
         _INSERT_VERSION,
         _version_of(
-            row, action=action, recorded_at=recorded_at, recorded_by=recorded_by, reason=reason
+            type(row),
+            row,
+            action=action,
+            recorded_at=recorded_at,
+            recorded_by=recorded_by,
+            reason=reason,
         ),
     )
 
@@ -146,18 +154,9 @@ def first_version(
         "updated_at": now,
         **values,
     }
-    version = {
-        "resource_type": RESOURCE_TYPE[model],
-        "resource_id": row["id"],
-        "version": 1,
-        "action": "create",
-        "recorded_at": now,
-        "recorded_by": recorded_by,
-        "reason": None,
-        "entered_in_error": False,
-        "content": row["content"],
-        "scores": row["scores"] if model is Assessment else None,
-    }
+    version = _version_of(
+        model, row, action="create", recorded_at=now, recorded_by=recorded_by, reason=None
+    )
     return row, version
 
 
@@ -262,9 +261,7 @@ def mark_entered_in_error(
 def record_fields(row: VersionedRow | Mapping[str, Any]) -> dict[str, Any]:
     """The current version of a record as its output model's fields, from its row or from
     the columns `create_record` returned."""
-    column: Callable[[str], Any] = (
-        row.__getitem__ if isinstance(row, Mapping) else partial(getattr, row)
-    )
+    column = _columns(row)
     fields = {
         **column("content"),
         "id": column("id"),
