@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from app.db.chain_lock import lock_chain
 from app.db.database import Database
-from app.db.group_commit import GroupCommitFailed, GroupWriter
+from app.db.group_commit import GroupCommitFailed, GroupWriter, Together
 from tests.dbs import BACKENDS, database_of
 
 WRITERS = 24
@@ -386,3 +386,123 @@ def test_a_job_waiting_for_another_process_lock_does_not_stall_the_event_loop(
     assert waited >= hold * 0.9  # it did wait for the lock
     assert longest_gap < hold / 2  # and the loop kept turning meanwhile
     assert _stored(db) == {1}
+
+
+# --------------------------------------------------------------------------- jobs done together
+
+
+def _insert_many(session: Session, items: list[tuple[int, str]]) -> list[bool]:
+    """A `Together.run_many`: inserts every item but "skip" ones in one statement; an item
+    planned "explode" makes it raise after its insert (the member is then rolled back)."""
+    done = [plan != "skip" for _, plan in items]
+    rows = [{"n": n} for (n, _), ok in zip(items, done, strict=True) if ok]
+    if rows:
+        session.execute(text("INSERT INTO t (n) VALUES (:n)"), rows)
+    if any(plan == "explode" for _, plan in items):
+        raise RuntimeError("a statement of the shared member failed")
+    return done
+
+
+async def _together_jobs(db: Database, plan: list[str]) -> list[object]:
+    """`plan`'s jobs submitted at once with a `Together` share; each job's own work inserts
+    its row alone (1000 + n, so a test sees which way it was stored), failing when planned
+    "fail" or "explode" (as a bad request would, run alone)."""
+
+    def alone(n: int, p: str) -> Callable[[Session], object]:
+        return _insert(1000 + n, fail=p in ("fail", "explode"))
+
+    return await asyncio.gather(
+        *(
+            db.run_write(alone(i, p), Together(_insert_many, (i, p), f"together {i}"))
+            for i, p in enumerate(plan)
+        ),
+        return_exceptions=True,
+    )
+
+
+def test_jobs_of_one_kind_are_done_together_in_fewer_commits(db: Database) -> None:
+    writer = db.writer
+    assert writer is not None
+    before = (writer.stats.transactions, writer.stats.commits, writer.stats.together)
+    answers = asyncio.run(_together_jobs(db, ["ok"] * WRITERS))
+    assert answers == [f"together {i}" for i in range(WRITERS)]
+    assert _stored(db) == set(range(WRITERS))
+    assert writer.stats.transactions - before[0] == WRITERS
+    assert writer.stats.together - before[2] == WRITERS
+    assert writer.stats.commits - before[1] < WRITERS
+
+
+def test_an_item_not_done_together_runs_alone_and_fails_alone(db: Database) -> None:
+    """ "skip" items are not done by `run_many`: their jobs run their own work, which fails for
+    the one that would fail anyway and succeeds for the others."""
+    plan = ["ok"] * WRITERS
+    plan[2] = plan[9] = "skip"
+    plan[0] = "skip"
+    answers = asyncio.run(_together_jobs(db, plan))
+    for i, p in enumerate(plan):
+        assert answers[i] == (i + 1000 if p == "skip" else f"together {i}")
+    assert _stored(db) == {i + 1000 if p == "skip" else i for i, p in enumerate(plan)}
+
+
+@pytest.mark.parametrize("exploding", [0, 5, 17])
+def test_a_shared_member_that_fails_is_rolled_back_and_its_jobs_run_alone(
+    db: Database, exploding: int
+) -> None:
+    """The item that makes the shared member fail fails alone (its own work fails too); the
+    jobs that shared the member with it are each stored once, by their own work, and every
+    other job as it was. Includes a group's first member (the group is then rolled back and
+    its jobs start a new one)."""
+    plan = ["ok"] * WRITERS
+    plan[exploding] = "explode"
+    answers = asyncio.run(_together_jobs(db, plan))
+    assert isinstance(answers[exploding], ValueError)
+    stored = _stored(db)
+    assert exploding not in stored
+    assert exploding + 1000 not in stored
+    for i, answer in enumerate(answers):
+        if i != exploding:
+            assert answer in (f"together {i}", i + 1000)
+            assert (i in stored) == (answer == f"together {i}")
+            assert (i + 1000 in stored) == (answer == i + 1000)
+    assert len(stored) == WRITERS - 1
+    alone = [i for i, a in enumerate(answers) if a == i + 1000]
+    assert exploding not in alone
+    assert alone
+
+
+def test_jobs_done_together_are_answered_only_after_their_commit(db: Database) -> None:
+    missing: list[int] = []
+
+    async def job(n: int) -> None:
+        await db.run_write(_insert(1000 + n), Together(_insert_many, (n, "ok"), n))
+        if n not in _stored(db):
+            missing.append(n)
+
+    async def main() -> None:
+        await asyncio.gather(*(job(n) for n in range(WRITERS)))
+
+    asyncio.run(main())
+    assert missing == []
+    assert _stored(db) == set(range(WRITERS))
+
+
+def test_jobs_from_two_event_loops_at_once_are_all_answered(db: Database) -> None:
+    """A server has one loop, a test client outside `with` a loop per request: jobs queued
+    from several loops at the same time each reach the writer and get their answer."""
+    answers: dict[int, list[object]] = {}
+
+    async def jobs(offset: int) -> list[object]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(db.run_write(_insert(offset + i)) for i in range(WRITERS))), 20
+        )
+
+    def in_its_own_loop(offset: int) -> None:
+        answers[offset] = asyncio.run(jobs(offset))
+
+    threads = [threading.Thread(target=in_its_own_loop, args=(o,)) for o in (0, 1000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == {o: [o + i for i in range(WRITERS)] for o in (0, 1000)}
+    assert _stored(db) == {o + i for o in (0, 1000) for i in range(WRITERS)}

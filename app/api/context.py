@@ -30,6 +30,7 @@ from app.api.state import runtime
 from app.auth.access import Access
 from app.auth.keys import Scope
 from app.db.database import Database
+from app.db.group_commit import Together
 from app.errors import InvalidInput
 from app.schemas.records import AssessmentOut, TreatmentOut
 from app.services import audit, idempotency
@@ -42,6 +43,7 @@ log = logging.getLogger("app.audit")
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 T = TypeVar("T")
 R = TypeVar("R")
+Item = TypeVar("Item")
 
 
 def audited(action: str) -> Callable[[Endpoint], Endpoint]:
@@ -189,6 +191,27 @@ class RequestContext:
         """`write` for async routes: the transaction is queued from the event loop for the
         writer's shared commit (`Database.run_write`), with no thread of the request's own."""
         return await self.db.run_write(self._write_unit(payload, work))
+
+    async def write_together(
+        self,
+        payload: BaseModel | None,
+        work: Callable[[Session], Answer],
+        answer: Answer,
+        run_many: Callable[[Session, list[Item]], list[bool]],
+        item: Callable[[audit.Event], Item],
+    ) -> Response:
+        """`write_async` for a write whose answer is known before its transaction (a new
+        record, its id and columns made up front): the writer may do it together with the
+        other queued requests of its kind, `run_many` doing their items (`item`, given the
+        request's audit event) in one member, answering `answer` for each item it wrote
+        (`group_commit.Together`). An item it did not write, and a request with an
+        `Idempotency-Key`, runs `work` as `write_async` does."""
+        if self.idempotency_key is not None or answer.audit is None:
+            return await self.write_async(payload, work)
+        event = audit.Event(self.access, self.method, self.route, answer.audit, answer.status)
+        response = json_response(answer.status, serialize(answer.body), answer.headers)
+        together = Together(run_many, item(event), response)
+        return await self.db.run_write(self._write_unit(payload, work), together)
 
     def _write_unit(
         self, payload: BaseModel | None, work: Callable[[Session], Answer]

@@ -26,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.chain_lock import LOCKED, lock_chain
-from app.db.group_commit import MAX_GROUP, GroupWriter
+from app.db.group_commit import MAX_GROUP, GroupWriter, Together
 
 T = TypeVar("T")
 
@@ -164,12 +164,15 @@ class Database:
             session.info[LOCKED] = True
             yield session
 
-    async def run_write(self, work: Callable[[Session], T]) -> T:
+    async def run_write(
+        self, work: Callable[[Session], T], together: Together[Any, T] | None = None
+    ) -> T:
         """`work` in a write transaction, for async routes: queued from the event loop for the
-        writer (`GroupWriter.run`), or (PostgreSQL with the writer off) run alone in a worker
-        thread. Returns after the commit, with what `work` returned."""
+        writer (`GroupWriter.run`, where `together` lets it share a member with jobs of its
+        kind), or (PostgreSQL with the writer off) run alone in a worker thread. Returns after
+        the commit, with what `work` returned (or `together.answer`)."""
         if self.writer is not None:
-            return await self.writer.run(work)
+            return await self.writer.run(work, together)
 
         def alone() -> T:
             with self.transaction() as session:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +46,7 @@ from sqlalchemy import Connection, Engine, NestedTransaction, RootTransaction
 from sqlalchemy.orm import Session
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 MAX_GROUP = 8
 """Requests committed together at most (bounds the latency of a group's first member)."""
@@ -69,12 +71,28 @@ def _commit_failed(cause: BaseException) -> GroupCommitFailed:
     return error
 
 
+@dataclass(frozen=True, slots=True)
+class Together(Generic[Item, T]):
+    """A queued job's share in work that jobs of one kind do together (`GroupWriter.run`).
+
+    `run_many` does the items of consecutive queued jobs with the same `run_many` in one
+    member (one statement per table for them all, instead of a member per job) and tells, for
+    each item, whether it did it; a job whose item was done answers `answer`. A job whose item
+    was not done runs alone, as its `work`, right after; so do all of them if `run_many` raises
+    (its member is rolled back whole). So each job still succeeds or fails on its own."""
+
+    run_many: Callable[[Session, list[Item]], list[bool]]
+    item: Item
+    answer: T
+
+
 @dataclass(eq=False)
 class _Job(Generic[T]):
     """A member queued from the event loop (`GroupWriter.run`)."""
 
     work: Callable[[Session], T]
     future: asyncio.Future[T]
+    together: Together[Any, T] | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -121,11 +139,20 @@ class _Group:
 
 
 @dataclass(eq=False)
+class _Lane:
+    """One event loop's queued jobs and the task that hands them to the writer."""
+
+    jobs: deque[_Job[Any]] = field(default_factory=deque)
+    drainer: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
 class GroupCommitStats:
     """Counts for tests and benchmarks: how many transactions ran, in how many commits."""
 
     transactions: int = 0
     commits: int = 0
+    together: int = 0  # of the transactions: jobs done together with others (`Together`)
 
 
 class GroupWriter:
@@ -148,8 +175,11 @@ class GroupWriter:
         self._count_lock = threading.Lock()
         self._waiting = 0
         self._group: _Group | None = None
-        self._jobs: deque[_Job[Any]] = deque()  # queued by `run`, on the event loop
-        self._drainer: asyncio.Task[None] | None = None
+        # Jobs queued by `run`, per event loop (one in a server; a test may run several at
+        # once, each request of a TestClient outside `with` on a loop of its own).
+        self._lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Lane] = (
+            weakref.WeakKeyDictionary()
+        )
         self.stats = GroupCommitStats()
 
     def _acquire(self) -> _Group:
@@ -191,9 +221,10 @@ class GroupWriter:
             self._lock.release()
 
     @contextmanager
-    def _member(self, group: _Group) -> Iterator[Session]:
+    def _member(self, group: _Group, transactions: int = 1) -> Iterator[Session]:
         """One member's work in the open group (its lock held): its own savepoint and session.
-        A member that fails leaves the group as it found it, or marks it broken."""
+        A member that fails leaves the group as it found it, or marks it broken. `transactions`:
+        how many requests' transactions the member does (more than one: `Together`)."""
         # The group's first member needs no savepoint: if it fails, the whole transaction (its
         # work alone) is rolled back and the group is not handed on. Later members each get one,
         # which the member's session rolls back if it fails and never releases if it succeeds:
@@ -230,8 +261,8 @@ class GroupWriter:
             raise
         try:
             session.close()
-            group.members += 1
-            self.stats.transactions += 1
+            group.members += transactions
+            self.stats.transactions += transactions
         except BaseException:
             group.broken = True
             raise
@@ -251,26 +282,30 @@ class GroupWriter:
         if group.error is not None:
             raise _commit_failed(group.error)
 
-    async def run(self, work: Callable[[Session], T]) -> T:
+    async def run(
+        self, work: Callable[[Session], T], together: Together[Any, T] | None = None
+    ) -> T:
         """`work` as a member queued from the event loop, for async routes: no thread hop (and
         no thread) per request. The jobs queued meanwhile are run together, one after another,
         by one helper thread, in one group (or more, if a group's first fails), then committed;
         meanwhile the loop serves and queues the next ones. Waiting on another process (SQLite's
         `BEGIN IMMEDIATE`, PostgreSQL's chain lock) and the commit's fsync thus happen in that
-        thread, never on the loop. The answer (or the job's own exception) comes only after the
+        thread, never on the loop. With `together`, consecutive jobs of its kind share one
+        member (`Together`). The answer (or the job's own exception) comes only after the
         commit that holds the job's work."""
         loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(work, loop.create_future())
-        if self._drainer is None or self._drainer.done() or self._drainer.get_loop() is not loop:
-            # A drainer of a loop that has gone (a test's) leaves jobs nobody can answer.
-            self._jobs = deque(j for j in self._jobs if j.future.get_loop() is loop)
-            self._drainer = loop.create_task(self._drain())
-        self._jobs.append(job)
+        job: _Job[T] = _Job(work, loop.create_future(), together)
+        lane = self._lanes.get(loop)
+        if lane is None:
+            lane = self._lanes[loop] = _Lane()
+        lane.jobs.append(job)
+        if lane.drainer is None or lane.drainer.done():
+            lane.drainer = loop.create_task(self._drain(lane.jobs))
         return await job.future
 
-    async def _drain(self) -> None:
-        while self._jobs:
-            batch = [self._jobs.popleft() for _ in range(min(self._max_group, len(self._jobs)))]
+    async def _drain(self, jobs: deque[_Job[Any]]) -> None:
+        while jobs:
+            batch = [jobs.popleft() for _ in range(min(self._max_group, len(jobs)))]
             try:
                 await asyncio.to_thread(self._run_in_groups, batch)
             except BaseException:  # the process is stopping: nobody may wait for ever
@@ -292,6 +327,52 @@ class GroupWriter:
         except Exception as exc:
             job.error = exc
 
+    def _run_together(self, group: _Group, jobs: list[_Job[Any]]) -> list[_Job[Any]]:
+        """Jobs of one `Together` kind in one member; returns those left to run alone (their
+        `together` cleared): those whose item was not done, or all if the member failed (it is
+        then rolled back whole, so nothing of theirs is kept twice)."""
+        live = [job for job in jobs if not job.future.cancelled()]
+        if not live:
+            return []
+        run_many = live[0].together.run_many  # type: ignore[union-attr]
+        try:
+            with self._member(group, len(live)) as session:
+                done = run_many(session, [job.together.item for job in live])  # type: ignore[union-attr]
+                if len(done) != len(live):
+                    raise RuntimeError("run_many must tell about every item")
+        except Exception:
+            done = [False] * len(live)
+        else:
+            skipped = done.count(False)  # counted as members above, but not done: not members
+            group.members -= skipped
+            self.stats.transactions -= skipped
+        left: list[_Job[Any]] = []
+        for job, ok in zip(live, done, strict=True):
+            if ok:
+                job.result = job.together.answer  # type: ignore[union-attr]
+                self.stats.together += 1
+            else:
+                job.together = None
+                left.append(job)
+        return left
+
+    def _take_together(self, group: _Group, pending: list[_Job[Any]]) -> list[_Job[Any]]:
+        """The jobs at the head of `pending` that share the first one's `Together` kind, as many
+        as the group has room for."""
+        first = pending[0].together
+        assert first is not None
+        room = max(1, self._max_group - group.members)
+        count = 0
+        while (
+            count < min(room, len(pending))
+            and pending[count].together is not None
+            and pending[count].together.run_many is first.run_many  # type: ignore[union-attr]
+        ):
+            count += 1
+        taken = pending[:count]
+        del pending[:count]
+        return taken
+
     def _run_in_groups(self, batch: list[_Job[Any]]) -> None:
         """`batch` in a helper thread, in as few groups as its failures allow (a group's first
         member failing ends that group)."""
@@ -307,6 +388,12 @@ class GroupWriter:
             try:
                 # A group handed over by a thread member may hold members already.
                 while pending and not group.broken and group.members < self._max_group:
+                    if pending[0].together is not None:
+                        jobs = self._take_together(group, pending)
+                        left = self._run_together(group, jobs)
+                        ran.extend(job for job in jobs if job not in left)
+                        pending[:0] = left  # next, alone (in this group, or a new one)
+                        continue
                     ran.append(pending.pop(0))
                     self._run_job(group, ran[-1])
             finally:

@@ -19,8 +19,8 @@ from app.db.models import Assessment
 from app.errors import BaselineExists
 from app.schemas.common import Page
 from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
-from app.services import versioning
-from app.services.patients import ensure_patient, require_record
+from app.services import audit, versioning
+from app.services.patients import ensure_patient, reachable, require_record
 from app.services.scoring import compute_scores
 
 CONTENT_FIELDS = {
@@ -158,6 +158,28 @@ def new_assessment_rows(access: Access, patient_id: uuid.UUID, scored: ScoredAss
 
 def insert_assessments(session: Session, rows: list[NewRows]) -> None:
     versioning.insert_first_versions(session, Assessment, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class NewAssessment:
+    """One request's new assessment, prepared before its transaction (`new_assessment_rows`),
+    with the audit event its request appends: for `record_together`."""
+
+    access: Access
+    rows: NewRows
+    event: audit.Event
+
+
+def record_together(session: Session, items: list[NewAssessment]) -> list[bool]:
+    """Several requests' new assessments (none flagging a baseline) written together: one
+    access check, one insert per table and one audit append for all of them. Returns, for each,
+    whether it was written; one whose patient the caller cannot reach is not (nothing of it is
+    written here, and its request, run alone, answers 404 as `create_assessment` does)."""
+    reached = reachable(session, [(item.access, item.rows[0]["patient_id"]) for item in items])
+    kept = [item for item, ok in zip(items, reached, strict=True) if ok]
+    insert_assessments(session, [item.rows for item in kept])
+    audit.record_events(session, [item.event for item in kept])
+    return reached
 
 
 def require_assessment(session: Session, access: Access, assessment_id: uuid.UUID) -> Assessment:

@@ -174,6 +174,17 @@ def carry_organizations(session: Session, noted: Mapping[uuid.UUID, uuid.UUID | 
         session.info.setdefault(_READ_ORGANIZATIONS, {}).update(noted)
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event to append: who (`access`), by which request, what it touched, its status."""
+
+    access: Access
+    method: str
+    route: str
+    info: AuditInfo
+    status: int
+
+
 def record(
     session: Session,
     access: Access,
@@ -185,7 +196,7 @@ def record(
 ) -> None:
     """Append one event. Its organization is the one all its patients belong to (or
     `organization_id`, for organization administration), else null."""
-    record_many(session, access, method, route, [(info, status)], organization_id)
+    record_events(session, [Event(access, method, route, info, status)], organization_id)
 
 
 def record_many(
@@ -196,33 +207,45 @@ def record_many(
     events: list[tuple[AuditInfo, int]],
     organization_id: uuid.UUID | None = None,
 ) -> None:
-    """Append events in order: one lock, one read of the chain's end, one lookup of the
-    patients' organizations (those the transaction has not read already: `note_organization`)
-    and one insert per table for them all (a batch's items). Each
-    event's organization is the one all its patients belong to (or `organization_id`), else
-    null."""
+    """`record_events` for one request's events (a batch's items)."""
+    record_events(
+        session,
+        [Event(access, method, route, info, status) for info, status in events],
+        organization_id,
+    )
+
+
+def record_events(
+    session: Session, events: list[Event], organization_id: uuid.UUID | None = None
+) -> None:
+    """Append events in order, every append goes through here: one lock, one read of the
+    chain's end, one lookup of the patients' organizations (those the transaction has not read
+    already: `note_organization`) and one insert per table for them all (a batch's items, or
+    several requests' events written together). Each event's organization is the one all its
+    patients belong to (or `organization_id`), else null."""
     if not events:
         return
     known: Mapping[uuid.UUID, uuid.UUID | None] = session.info.get(_READ_ORGANIZATIONS, {})
-    wanted = list(dict.fromkeys(p for info, _ in events for p in info.patients()))
+    wanted = list(dict.fromkeys(p for e in events for p in e.info.patients()))
     organizations = {**_organizations_of(session, [p for p in wanted if p not in known]), **known}
     prev = _previous_hash(session)
     rows: list[dict[str, Any]] = []
     links: list[list[tuple[uuid.UUID, uuid.UUID | None]]] = []
-    for info, status in events:
+    for e in events:
+        info = e.info
         patients = [(p, organizations[p]) for p in info.patients()]
         orgs = {o for _, o in patients} - {None}
         event: dict[str, Any] = {
             "occurred_at": datetime.now(UTC),
-            "key_id": access.key_id,
-            "key_name": access.name,
+            "key_id": e.access.key_id,
+            "key_name": e.access.name,
             "action": info.action,
-            "method": method,
-            "route": route,
+            "method": e.method,
+            "route": e.route,
             "patient_id": info.patient_id,
             "resource_type": info.resource_type,
             "resource_id": info.resource_id,
-            "status": status,
+            "status": e.status,
             "organization_id": organization_id
             if organization_id is not None or len(orgs) != 1
             else orgs.pop(),

@@ -37,6 +37,12 @@ def visible(access: Access) -> ColumnElement[bool]:
     return Patient.organization_id.in_(sorted(access.organization_ids))
 
 
+def may_reach(access: Access, organization_id: uuid.UUID | None) -> bool:
+    """`visible` for one patient's organization already read: the same rule, in Python."""
+    held = access.organization_ids
+    return held is None or (organization_id is not None and organization_id in held)
+
+
 def patient_statements(*columns: Any) -> dict[str, Select[Any]]:
     """`visible` as bound parameters, built once for each shape of access (all organizations,
     one, several), selecting `columns` of the patient `:patient_id` (the first must be its
@@ -72,6 +78,28 @@ def reach_patient(
         raise NotFound(f"no patient {patient_id}")
     note_organization(session, patient_id, row[0])
     return row
+
+
+_ORGANIZATIONS_OF = select(Patient.id, Patient.organization_id).where(
+    Patient.id.in_(bindparam("patient_ids", expanding=True))
+)
+
+
+def reachable(session: Session, wanted: list[tuple[Access, uuid.UUID]]) -> list[bool]:
+    """`ensure_patient` for many callers' patients at once (several requests' writes done
+    together): one query for all, then `may_reach` for each. The organizations of the ones
+    reached are noted for the transaction's audit events, as `reach_patient` does."""
+    ids = list(dict.fromkeys(patient_id for _, patient_id in wanted))
+    found: dict[uuid.UUID, uuid.UUID | None] = dict(
+        session.connection().execute(_ORGANIZATIONS_OF, {"patient_ids": ids}).tuples().all()
+    )
+    reached = []
+    for access, patient_id in wanted:
+        ok = patient_id in found and may_reach(access, found[patient_id])
+        if ok:
+            note_organization(session, patient_id, found[patient_id])
+        reached.append(ok)
+    return reached
 
 
 def ensure_patient(session: Session, access: Access, patient_id: uuid.UUID) -> None:

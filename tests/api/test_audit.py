@@ -320,7 +320,7 @@ def test_a_read_fails_when_its_audit_event_cannot_be_written(
     value = f"MRN-{uuid.uuid4().hex}"
     pid = client.post("/v1/patients", json=_patient_body(value)).json()["id"]
     aid = client.post(f"/v1/patients/{pid}/assessments", json=ASSESSMENT).json()["id"]
-    monkeypatch.setattr(audit, "record", _audit_is_down)
+    monkeypatch.setattr(audit, "record_events", _audit_is_down)
 
     for path in (
         f"/v1/patients/{pid}",
@@ -341,7 +341,7 @@ def test_a_write_stores_nothing_when_its_audit_event_cannot_be_written(
     pid = client.post("/v1/patients", json=_patient_body()).json()["id"]
     value = f"MRN-{uuid.uuid4().hex}"
     with monkeypatch.context() as patched:
-        patched.setattr(audit, "record", _audit_is_down)
+        patched.setattr(audit, "record_events", _audit_is_down)
         _assert_500(fragile.post("/v1/patients", json=_patient_body(value)))
         _assert_500(fragile.post(f"/v1/patients/{pid}/assessments", json=ASSESSMENT))
         _assert_500(
@@ -368,7 +368,7 @@ def test_an_amendment_is_not_kept_when_its_audit_event_cannot_be_written(
     r = client.post(f"/v1/patients/{pid}/assessments", json=ASSESSMENT)
     aid, etag = r.json()["id"], r.headers["ETag"]
     with monkeypatch.context() as patched:
-        patched.setattr(audit, "record", _audit_is_down)
+        patched.setattr(audit, "record_events", _audit_is_down)
         _assert_500(
             fragile.put(
                 f"/v1/assessments/{aid}",
@@ -391,7 +391,7 @@ def test_an_idempotent_retry_after_an_audit_failure_is_processed_anew(
     body = _patient_body()
     headers = {"Idempotency-Key": f"retry-{uuid.uuid4().hex}"}
     with monkeypatch.context() as patched:
-        patched.setattr(audit, "record", _audit_is_down)
+        patched.setattr(audit, "record_events", _audit_is_down)
         _assert_500(fragile.post("/v1/patients", json=body, headers=headers))
 
     r = fragile.post("/v1/patients", json=body, headers=headers)

@@ -506,6 +506,6 @@ def test_a_refusal_that_cannot_be_audited_fails_with_500(
     def audit_is_down(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("audit store unavailable")
 
-    monkeypatch.setattr(audit, "record", audit_is_down)
+    monkeypatch.setattr(audit, "record_events", audit_is_down)
     r = world.client.get(f"/v1/patients/{uuid.uuid4()}", headers=world.clinic)
     assert r.status_code == 500

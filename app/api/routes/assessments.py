@@ -57,14 +57,20 @@ async def create_assessment(
     """Scores are computed once, by the scoring core, when the assessment is recorded. Flagging a
     second active baseline is 409."""
     scored = service.score_assessment(body)  # before the write transaction opens
-    return await ctx.write_async(
+
+    work = lambda s: record_answer(  # noqa: E731  # run alone, or by the writer as a fallback
+        ctx, service.create_assessment(s, ctx.access, patient_id, scored), RESOURCE, 201
+    )
+
+    if body.is_baseline:  # its check needs the course: a transaction of its own
+        return await ctx.write_async(body, work)
+    rows = service.new_assessment_rows(ctx.access, patient_id, scored)
+    return await ctx.write_together(
         body,
-        lambda s: record_answer(
-            ctx,
-            service.create_assessment(s, ctx.access, patient_id, scored),
-            RESOURCE,
-            201,
-        ),
+        work,
+        record_answer(ctx, service.to_out(rows[0]), RESOURCE, 201),
+        service.record_together,
+        lambda event: service.NewAssessment(ctx.access, rows, event),
     )
 
 
