@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from app import logging_filters
 from app.api.context import audit_refusal
 from app.api.docs import install_docs
+from app.api.lean_route import add_routes
 from app.api.middleware import BodyGuard, SecurityHeaders
 from app.api.problems import install_problem_handlers
 from app.api.routes import (
@@ -165,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exports,
     )
     for module in routers:
-        app.include_router(module.router)
+        add_routes(app, module.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

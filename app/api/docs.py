@@ -12,6 +12,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from app.api.lean_route import add_routes
+
 STATIC_URL = "/static/docs"
 _ASSETS = Path(fastapi_offline.__file__).parent / "static"
 
@@ -50,4 +52,4 @@ async def redoc(request: Request) -> HTMLResponse:
 
 def install_docs(app: FastAPI) -> None:
     app.mount(STATIC_URL, StaticFiles(directory=_ASSETS), name="docs-assets")
-    app.include_router(router)
+    add_routes(app, router)

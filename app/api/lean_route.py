@@ -23,19 +23,20 @@ The OpenAPI document and route introspection are untouched: only `get_route_hand
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import params
+from fastapi import APIRouter, FastAPI, params
 from fastapi import routing as fastapi_routing
 from fastapi._compat import ModelField
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute, serialize_response
+from fastapi.routing import APIRoute, request_response, serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined as Undefined
@@ -273,3 +274,34 @@ def _lean_handler(
         return response
 
     return handler
+
+
+def add_routes(app: FastAPI, router: APIRouter) -> None:
+    """`app.include_router(router)` for a router whose routes need nothing from inclusion: they
+    become the app's own routes, matched once per request. FastAPI (0.165) wraps an included
+    router in an `_IncludedRouter` that every request is matched through twice (once to choose,
+    once to handle), with per-request scope bookkeeping for each candidate: a fifth of a
+    recorded assessment's time on the event loop (yappi), for nothing here. Our routers carry
+    only a prefix and tags, which FastAPI applies to each route when it is declared (the OpenAPI
+    document is byte-identical; `tests/test_openapi.py` would see a difference); anything that
+    inclusion would apply later is refused here rather than silently dropped. Each app gets its
+    own copy of each route, built with the app as its dependency-overrides provider, as
+    inclusion does (a module's router is shared by every app made in the process)."""
+    if (
+        router.dependencies
+        or router.responses
+        or router.callbacks
+        or router.deprecated
+        or router.on_startup
+        or router.on_shutdown
+        or not isinstance(router.default_response_class, DefaultPlaceholder)
+    ):
+        raise ValueError("this router needs app.include_router: it sets more than prefix/tags")
+    for route in router.routes:
+        if isinstance(route, APIRoute):
+            if getattr(route, "max_body_size", None) is not None:
+                raise ValueError(f"{route.path} has a body limit of its own: include its router")
+            route = copy.copy(route)
+            route.dependency_overrides_provider = app
+            route.app = request_response(route.get_route_handler())
+        app.router.routes.append(route)
