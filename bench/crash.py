@@ -879,8 +879,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pg-server-per-client",
         type=int,
-        default=60,
-        help="assessments per client in the postgresql-server drill (60)",
+        default=200,
+        help="assessments per client in the postgresql-server drill (200)",
     )
     parser.add_argument(
         "--timing",

@@ -13,9 +13,10 @@ Durability settings are PostgreSQL's defaults, passed explicitly so the log show
 
 `CommitWithholdingProxy` sits between the service and the cluster. It forwards bytes both ways
 (server to client in whole protocol messages). When armed, it waits for the reply to the COMMIT
-of a transaction that inserted at least two rows and updated at least one (the drill's POST:
-the assessment, its history row and audit event, and the key's stored response), keeps that
-reply, calls back (the drill kills PostgreSQL there) and then drops the service's connection:
+of a transaction that inserted at least four rows (the drill's keyed POST: the assessment,
+its history row, its audit event with its patient link, and its key, claimed then answered by
+an update or, when requests are written together, inserted answered), keeps that reply, calls
+back (the drill kills PostgreSQL there) and then drops the service's connection:
 the commit is durable, the service never hears of it. That is a kill landing between a commit
 and its response by construction rather than by luck.
 """
@@ -318,19 +319,15 @@ class _Pair:
         self.upstream = upstream
         self.buffer = b""
         self.inserts = 0
-        self.updates = 0
 
     def reset(self) -> None:
-        self.inserts = self.updates = 0
+        self.inserts = 0
 
     def note(self, tag: bytes) -> None:
-        """Count rows from a CommandComplete tag ("INSERT 0 1", "UPDATE 1", ...)."""
+        """Count inserted rows from a CommandComplete tag ("INSERT 0 1", ...)."""
         words = tag.split()
-        if len(words) >= 2 and words[-1].isdigit():
-            if words[0] == b"INSERT":
-                self.inserts += int(words[-1])
-            elif words[0] == b"UPDATE":
-                self.updates += int(words[-1])
+        if len(words) >= 2 and words[0] == b"INSERT" and words[-1].isdigit():
+            self.inserts += int(words[-1])
 
 
 class CommitWithholdingProxy:
@@ -440,7 +437,7 @@ class CommitWithholdingProxy:
             if kind == b"C":
                 tag = message[5:].rstrip(b"\0")
                 if tag == b"COMMIT":
-                    if pair.inserts >= 2 and pair.updates >= 1 and self._withhold(pair, out):
+                    if pair.inserts >= 4 and self._withhold(pair, out):
                         return
                     pair.reset()
                 elif tag == b"ROLLBACK":

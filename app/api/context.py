@@ -198,33 +198,36 @@ class RequestContext:
         work: Callable[[Session], Answer],
         answer: Answer,
         run_many: Callable[[Session, list[Item]], list[bool]],
-        item: Callable[[audit.Event], Item],
+        item: Callable[[audit.Event, dict[str, Any] | None], Item],
     ) -> Response:
         """`write_async` for a write whose answer is known before its transaction (a new
         record, its id and columns made up front): the writer may do it together with the
-        other queued requests of its kind, `run_many` doing their items (`item`, given the
-        request's audit event) in one member, answering `answer` for each item it wrote
-        (`group_commit.Together`). An item it did not write, and a request with an
-        `Idempotency-Key`, runs `work` as `write_async` does."""
-        if self.idempotency_key is not None or answer.audit is None:
-            return await self.write_async(payload, work)
+        other queued requests of its kind, `run_many` doing their items in one member and
+        answering `answer` for each item it wrote (`group_commit.Together`). `item` makes the
+        request's item from its audit event and, with an `Idempotency-Key`, the key's row
+        already answered (`idempotency.answered`: `run_many` writes it only while the key is
+        unused, and leaves the item to run alone otherwise). An item it did not write runs
+        `work` as `write_async` does: a replay, a reused key, a key in flight, a refusal."""
+        unit = self._write_unit(payload, work)  # checks the key, as `write_async` does
+        if answer.audit is None:
+            return await self.db.run_write(unit)
+        body = serialize(answer.body)
+        key_row = None
+        if self.idempotency_key is not None:
+            scope, digest, policy = self._key_terms(payload)
+            stored = idempotency.StoredResponse(
+                answer.status, body, answer.headers, answer.audit.to_json()
+            )
+            key_row = idempotency.answered(scope, digest, policy, stored)
         event = audit.Event(self.access, self.method, self.route, answer.audit, answer.status)
-        response = json_response(answer.status, serialize(answer.body), answer.headers)
-        together = Together(run_many, item(event), response)
-        return await self.db.run_write(self._write_unit(payload, work), together)
+        response = json_response(answer.status, body, answer.headers)
+        return await self.db.run_write(unit, Together(run_many, item(event, key_row), response))
 
-    def _write_unit(
-        self, payload: BaseModel | None, work: Callable[[Session], Answer]
-    ) -> Callable[[Session], Response]:
-        """The write transaction's body: `work`, its audit event and, with an
-        `Idempotency-Key`, the claim and the stored answer (`idempotency.run_once`)."""
-        if self.idempotency_key is None:
-
-            def plain(session: Session) -> Response:
-                answer = self._answer_in(session, work)
-                return json_response(answer.status, serialize(answer.body), answer.headers)
-
-            return plain
+    def _key_terms(
+        self, payload: BaseModel | None
+    ) -> tuple[idempotency.KeyScope, str, idempotency.Policy]:
+        """The request's `Idempotency-Key` (checked), its body's digest and the key policy."""
+        assert self.idempotency_key is not None
         scope = idempotency.KeyScope(
             owner=self.access.name,
             method=self.method,
@@ -238,6 +241,21 @@ class RequestContext:
             self.settings.idempotency_lease_seconds,
             timedelta(hours=self.settings.idempotency_retention_hours),
         )
+        return scope, digest, policy
+
+    def _write_unit(
+        self, payload: BaseModel | None, work: Callable[[Session], Answer]
+    ) -> Callable[[Session], Response]:
+        """The write transaction's body: `work`, its audit event and, with an
+        `Idempotency-Key`, the claim and the stored answer (`idempotency.run_once`)."""
+        if self.idempotency_key is None:
+
+            def plain(session: Session) -> Response:
+                answer = self._answer_in(session, work)
+                return json_response(answer.status, serialize(answer.body), answer.headers)
+
+            return plain
+        scope, digest, policy = self._key_terms(payload)
 
         def stored_unit(session: Session) -> idempotency.StoredResponse:
             answer = self._answer_in(session, work)

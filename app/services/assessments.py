@@ -19,7 +19,7 @@ from app.db.models import Assessment
 from app.errors import BaselineExists
 from app.schemas.common import Page
 from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
-from app.services import audit, versioning
+from app.services import audit, idempotency, versioning
 from app.services.patients import ensure_patient, reachable, require_record
 from app.services.scoring import compute_scores
 
@@ -163,23 +163,31 @@ def insert_assessments(session: Session, rows: list[NewRows]) -> None:
 @dataclass(frozen=True, slots=True)
 class NewAssessment:
     """One request's new assessment, prepared before its transaction (`new_assessment_rows`),
-    with the audit event its request appends: for `record_together`."""
+    with the audit event its request appends and, for a request with an `Idempotency-Key`, the
+    key's row already answered (`idempotency.answered`): for `record_together`."""
 
     access: Access
     rows: NewRows
     event: audit.Event
+    key: dict[str, Any] | None = None
 
 
 def record_together(session: Session, items: list[NewAssessment]) -> list[bool]:
     """Several requests' new assessments (none flagging a baseline) written together: one
-    access check, one insert per table and one audit append for all of them. Returns, for each,
-    whether it was written; one whose patient the caller cannot reach is not (nothing of it is
-    written here, and its request, run alone, answers 404 as `create_assessment` does)."""
+    access check, one lookup of their keys, one insert per table and one audit append for all
+    of them. Returns, for each, whether it was written. One whose patient the caller cannot
+    reach is not, nor one whose key is in use (nothing of it is written here: its request, run
+    alone, answers 404, or its replay, 409 or 422, as `create_assessment` and
+    `idempotency.run_once` do). A key taken meanwhile by another process fails the key insert
+    on the unique index: the whole write is then rolled back and every request runs alone."""
     reached = reachable(session, [(item.access, item.rows[0]["patient_id"]) for item in items])
-    kept = [item for item, ok in zip(items, reached, strict=True) if ok]
+    free = idempotency.unused(session, [item.key for item in items])
+    done = [ok and unused for ok, unused in zip(reached, free, strict=True)]
+    kept = [item for item, ok in zip(items, done, strict=True) if ok]
     insert_assessments(session, [item.rows for item in kept])
+    idempotency.insert_answered(session, [item.key for item in kept if item.key is not None])
     audit.record_events(session, [item.event for item in kept])
-    return reached
+    return done
 
 
 def require_assessment(session: Session, access: Access, assessment_id: uuid.UUID) -> Assessment:

@@ -163,6 +163,28 @@ def used_keys(session: Session, owner: str, keys: list[str]) -> set[str]:
     )
 
 
+def unused(session: Session, rows: list[dict[str, Any] | None]) -> list[bool]:
+    """For each of several requests' key rows (`answered`; None: no key), whether it may be
+    inserted: its key is not in the table, nor an earlier row's of the same owner and key. One
+    lookup per owner."""
+    by_owner: dict[str, list[str]] = {}
+    for row in rows:
+        if row is not None:
+            by_owner.setdefault(row["owner"], []).append(row["key"])
+    taken = {
+        (owner, key) for owner, keys in by_owner.items() for key in used_keys(session, owner, keys)
+    }
+    free = []
+    for row in rows:
+        if row is None:
+            free.append(True)
+            continue
+        name = (row["owner"], row["key"])
+        free.append(name not in taken)
+        taken.add(name)
+    return free
+
+
 def answered(
     key_scope: KeyScope, digest: str, policy: Policy, response: StoredResponse
 ) -> dict[str, Any]:

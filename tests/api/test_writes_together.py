@@ -30,10 +30,14 @@ def _db(client: TestClient) -> Database:
 
 
 def _post_while_the_writer_is_held(
-    posts: list[tuple[TestClient, str, dict[str, Any]]], client: TestClient
+    posts: list[tuple[TestClient, str, dict[str, Any]]],
+    client: TestClient,
+    keys: list[str] | None = None,
 ) -> list[httpx.Response]:
-    """Send `posts` at once while a write transaction holds the writer, so that they all
-    queue behind it (and are done together) instead of one by one as they arrive."""
+    """Send `posts` (with `keys` as their Idempotency-Keys) at once while a write transaction
+    holds the writer, so that they all queue behind it (and are done together) instead of one
+    by one as they arrive."""
+    headers = [{} if keys is None else {"Idempotency-Key": k} for k in keys or [""] * len(posts)]
     db = _db(client)
     held = threading.Event()
 
@@ -46,7 +50,12 @@ def _post_while_the_writer_is_held(
     holder.start()
     held.wait(5)
     with ThreadPoolExecutor(len(posts)) as pool:
-        answers = list(pool.map(lambda p: p[0].post(p[1], json=p[2]), posts))
+        answers = list(
+            pool.map(
+                lambda ph: ph[0][0].post(ph[0][1], json=ph[0][2], headers=ph[1]),
+                zip(posts, headers, strict=True),
+            )
+        )
     holder.join(10)
     return answers
 
@@ -132,3 +141,40 @@ def test_a_failed_shared_write_falls_back_to_each_request_alone(
     assert stats.together == together_before
     listed = client.get(f"/v1/patients/{pid}/assessments").json()["items"]
     assert sorted(x["id"] for x in listed) == sorted(r.json()["id"] for r in answers)
+
+
+def test_requests_with_keys_are_written_together_and_replay_as_alone(
+    client: TestClient,
+) -> None:
+    """Each new key is stored with its answer in the shared write; a key already used (before,
+    or by an earlier request of the same burst) leaves its request to run alone: a replay of
+    the same body, 422 for another body."""
+    pid = new_patient(client, "S-1")["id"]
+    url = f"/v1/patients/{pid}/assessments"
+    used = client.post(url, json=assessment_body("2021-03-01"), headers={"Idempotency-Key": "u"})
+    assert used.status_code == 201, used.text
+    stats = _db(client).writer.stats  # type: ignore[union-attr]
+    together_before = stats.together
+    keys = [f"k{i}" for i in range(12)] + ["k3", "u"]
+    bodies = [assessment_body(f"2021-04-{i + 1:02d}") for i in range(12)]
+    bodies += [bodies[3], assessment_body("2021-05-01")]  # k3 again, same body; u, another
+
+    answers = _post_while_the_writer_is_held([(client, url, b) for b in bodies], client, keys)
+
+    assert [r.status_code for r in answers] == [201] * 13 + [422]
+    assert stats.together - together_before >= 2
+    first, again = answers[3], answers[12]
+    assert again.json() == first.json()  # one assessment for the key, whichever came first
+    assert {first.headers.get("Idempotent-Replayed"), again.headers.get("Idempotent-Replayed")} == {
+        None,
+        "true",
+    }
+    listed = client.get(url, params={"limit": 200}).json()["items"]
+    assert len(listed) == 13  # "u" before, and 12 new keys
+    for key, body, r in zip(keys[:12], bodies[:12], answers[:12], strict=True):
+        retry = client.post(url, json=body, headers={"Idempotency-Key": key})
+        assert retry.status_code == 201
+        assert retry.headers["Idempotent-Replayed"] == "true"
+        assert retry.json() == r.json()
+        assert retry.headers["ETag"] == r.headers["ETag"]
+        assert retry.headers["Location"] == r.headers["Location"]

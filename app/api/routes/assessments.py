@@ -70,7 +70,7 @@ async def create_assessment(
         work,
         record_answer(ctx, service.to_out(rows[0]), RESOURCE, 201),
         service.record_together,
-        lambda event: service.NewAssessment(ctx.access, rows, event),
+        lambda event, key: service.NewAssessment(ctx.access, rows, event, key),
     )
 
 
