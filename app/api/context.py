@@ -208,13 +208,14 @@ class RequestContext:
         already answered (`idempotency.answered`: `run_many` writes it only while the key is
         unused, and leaves the item to run alone otherwise). An item it did not write runs
         `work` as `write_async` does: a replay, a reused key, a key in flight, a refusal."""
-        unit = self._write_unit(payload, work)  # checks the key, as `write_async` does
+        terms = None if self.idempotency_key is None else self._key_terms(payload)
+        unit = self._write_unit(payload, work, terms)
         if answer.audit is None:
             return await self.db.run_write(unit)
         body = serialize(answer.body)
         key_row = None
-        if self.idempotency_key is not None:
-            scope, digest, policy = self._key_terms(payload)
+        if terms is not None:
+            scope, digest, policy = terms
             stored = idempotency.StoredResponse(
                 answer.status, body, answer.headers, answer.audit.to_json()
             )
@@ -244,10 +245,14 @@ class RequestContext:
         return scope, digest, policy
 
     def _write_unit(
-        self, payload: BaseModel | None, work: Callable[[Session], Answer]
+        self,
+        payload: BaseModel | None,
+        work: Callable[[Session], Answer],
+        terms: tuple[idempotency.KeyScope, str, idempotency.Policy] | None = None,
     ) -> Callable[[Session], Response]:
         """The write transaction's body: `work`, its audit event and, with an
-        `Idempotency-Key`, the claim and the stored answer (`idempotency.run_once`)."""
+        `Idempotency-Key`, the claim and the stored answer (`idempotency.run_once`; `terms`:
+        the key's, when the caller has them already)."""
         if self.idempotency_key is None:
 
             def plain(session: Session) -> Response:
@@ -255,7 +260,7 @@ class RequestContext:
                 return json_response(answer.status, serialize(answer.body), answer.headers)
 
             return plain
-        scope, digest, policy = self._key_terms(payload)
+        scope, digest, policy = terms or self._key_terms(payload)
 
         def stored_unit(session: Session) -> idempotency.StoredResponse:
             answer = self._answer_in(session, work)

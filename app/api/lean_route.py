@@ -19,6 +19,7 @@ a generator dependency, background tasks, a `Response` or security-scopes parame
 or a concurrency limit (decided when the route is built); a request while dependency overrides
 are set, or whose body `BodyGuard` did not parse as `application/json` (decided per request).
 The OpenAPI document and route introspection are untouched: only `get_route_handler` changes.
+`add_routes` puts a router's routes into the app itself, instead of `include_router` (see it).
 """
 
 from __future__ import annotations
