@@ -19,6 +19,10 @@ paying its own lock, chain read and commit. Through one writer per process they 
 and one commit per group (`opened` takes the lock first, so that no group holds it while waiting
 for a row lock of a transaction that waits for it).
 
+A queued job may also bring a `Together` share: consecutive jobs of one kind (new assessments)
+are then done by one member, one statement per table for all of them, and each job that member
+could not do runs alone right after, as any other member (decision 0014).
+
 Members come two ways. A sync route's thread runs its member itself (`transaction`). An async
 route queues its work from the event loop (`run`): the jobs queued while the writer is busy are
 run together by one helper thread, so a recorded assessment costs no thread hop of its own and
@@ -334,10 +338,11 @@ class GroupWriter:
         live = [job for job in jobs if not job.future.cancelled()]
         if not live:
             return []
-        run_many = live[0].together.run_many  # type: ignore[union-attr]
+        shares = [job.together for job in live if job.together is not None]
+        assert len(shares) == len(live)  # `_take_together` takes only jobs with a share
         try:
             with self._member(group, len(live)) as session:
-                done = run_many(session, [job.together.item for job in live])  # type: ignore[union-attr]
+                done = shares[0].run_many(session, [share.item for share in shares])
                 if len(done) != len(live):
                     raise RuntimeError("run_many must tell about every item")
         except Exception:
@@ -347,9 +352,9 @@ class GroupWriter:
             group.members -= skipped
             self.stats.transactions -= skipped
         left: list[_Job[Any]] = []
-        for job, ok in zip(live, done, strict=True):
+        for job, share, ok in zip(live, shares, done, strict=True):
             if ok:
-                job.result = job.together.answer  # type: ignore[union-attr]
+                job.result = share.answer
                 self.stats.together += 1
             else:
                 job.together = None
@@ -361,13 +366,12 @@ class GroupWriter:
         as the group has room for."""
         first = pending[0].together
         assert first is not None
-        room = max(1, self._max_group - group.members)
+        room = min(max(1, self._max_group - group.members), len(pending))
         count = 0
-        while (
-            count < min(room, len(pending))
-            and pending[count].together is not None
-            and pending[count].together.run_many is first.run_many  # type: ignore[union-attr]
-        ):
+        while count < room:
+            share = pending[count].together
+            if share is None or share.run_many is not first.run_many:
+                break
             count += 1
         taken = pending[:count]
         del pending[:count]
