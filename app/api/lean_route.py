@@ -26,30 +26,109 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, params
 from fastapi import routing as fastapi_routing
-from fastapi._compat import ModelField
+from fastapi._compat import ModelField, field_annotation_is_sequence
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant
-from fastapi.dependencies.utils import request_body_to_args, request_params_to_args
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    _validate_value_with_model_field,
+    request_body_to_args,
+    request_params_to_args,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, request_response, serialize_response
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined as Undefined
+from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 PARSED_BODY_KEY = "psoriasis.json_body"
 """Where `BodyGuard` leaves the JSON value of an `application/json` body it parsed."""
 
 _NO_BODY: Any = object()
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    """A path, query, header or cookie parameter, with what FastAPI works out about it on every
+    request (its aliases, whether it is a sequence) worked out once."""
+
+    field: ModelField
+    aliases: tuple[tuple[str, str], ...]  # (validation alias, request key), FastAPI's order
+    source: str  # "path", "query", "header", "cookie"
+    sequence: bool  # a list-like annotation: every value of a repeated key, [] as missing
+    from_list: bool  # ... read with getlist (not a `Json[...]` field)
+
+
+def _plan_params(fields: list[ModelField]) -> tuple[_Param, ...] | None:
+    """The planned parameters of one source, or None when one of them is a parameter model
+    (a `BaseModel` of query/header/cookie values), left to FastAPI's own function."""
+    planned = []
+    for field in fields:
+        if _get_param_model(field) is not None:
+            return None
+        info = field.field_info
+        assert isinstance(info, params.Param)
+        sequence = field_annotation_is_sequence(info.annotation)
+        planned.append(
+            _Param(
+                field=field,
+                aliases=tuple(_get_param_aliases(field)),
+                source=info.in_.value,
+                sequence=sequence,
+                from_list=sequence and not _is_json_field(field),
+            )
+        )
+    return tuple(planned)
+
+
+def _params_to_args(
+    planned: tuple[_Param, ...] | None,
+    fields: list[ModelField],
+    received: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[Any]]:
+    """`request_params_to_args(fields, received)` with the per-field analysis planned: the same
+    alias choice, value extraction and validation (FastAPI's `_validate_value_with_model_field`),
+    so the same values and errors (`tests/unit/test_lean_params.py` compares them)."""
+    if planned is None:
+        return request_params_to_args(fields, received)
+    values: dict[str, Any] = {}
+    errors: list[Any] = []
+    multi = received if isinstance(received, ImmutableMultiDict | Headers) else None
+    for param in planned:
+        aliases = param.aliases
+        alias = aliases[0][1]
+        if len(aliases) > 1:
+            alias = next((key for _, key in aliases if key in received), alias)
+        if param.from_list and multi is not None:
+            value: Any = multi.getlist(alias)
+        else:
+            value = received.get(alias, None)
+        if value is None or (param.sequence and len(value) == 0):
+            value = Undefined  # defaults are applied during validation, as FastAPI does
+        validated, found = _validate_value_with_model_field(
+            field=param.field, value=value, values=values, loc=(param.source, alias)
+        )
+        if found:
+            errors.extend(found)
+        else:
+            values[param.field.name] = validated
+    return values, errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +140,8 @@ class _Node:
     is_coroutine: bool
     use_cache: bool
     children: tuple[_Node, ...]
-    path_params: list[ModelField]
-    query_params: list[ModelField]
-    header_params: list[ModelField]
-    cookie_params: list[ModelField]
+    # (source, its fields, their plan) for each source with parameters, in FastAPI's order
+    params: tuple[tuple[str, list[ModelField], tuple[_Param, ...] | None], ...]
     body_params: list[ModelField]
     request_param_name: str | None
     http_connection_param_name: str | None
@@ -106,14 +183,30 @@ def _plan(dependant: Dependant) -> _Node | None:
         is_coroutine=_is_coroutine(call),
         use_cache=dependant.use_cache,
         children=children,  # type: ignore[arg-type]  # None excluded above
-        path_params=dependant.path_params,
-        query_params=dependant.query_params,
-        header_params=dependant.header_params,
-        cookie_params=dependant.cookie_params,
+        params=tuple(
+            (source, fields, _plan_params(fields))
+            for source, fields in (
+                ("path", dependant.path_params),
+                ("query", dependant.query_params),
+                ("header", dependant.header_params),
+                ("cookie", dependant.cookie_params),
+            )
+            if fields
+        ),
         body_params=dependant.body_params,
         request_param_name=dependant.request_param_name,
         http_connection_param_name=dependant.http_connection_param_name,
     )
+
+
+def _received(request: Request, source: str) -> Mapping[str, Any]:
+    if source == "path":
+        return request.path_params
+    if source == "query":
+        return request.query_params
+    if source == "header":
+        return request.headers
+    return request.cookies
 
 
 def _take(
@@ -147,14 +240,8 @@ async def _solve(
             values[child.name] = solved
         cache.setdefault(key, solved)
     # Each source is read only when the node has parameters there (Request builds them lazily).
-    if node.path_params:
-        _take(values, errors, request_params_to_args(node.path_params, request.path_params))
-    if node.query_params:
-        _take(values, errors, request_params_to_args(node.query_params, request.query_params))
-    if node.header_params:
-        _take(values, errors, request_params_to_args(node.header_params, request.headers))
-    if node.cookie_params:
-        _take(values, errors, request_params_to_args(node.cookie_params, request.cookies))
+    for source, fields, planned in node.params:
+        _take(values, errors, _params_to_args(planned, fields, _received(request, source)))
     if node.body_params:
         body_values, body_errors = await request_body_to_args(
             body_fields=node.body_params, received_body=body, embed_body_fields=embed
@@ -181,6 +268,21 @@ class LeanRoute(APIRoute):
     planned handler or FastAPI's own."""
 
     planned: bool = False
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's (and FastAPI's) matching, which every request runs for each route in turn
+        until one matches, skipped for a path that cannot match: one outside the route's
+        literal start (its path up to the first parameter), which its pattern begins with."""
+        if scope["type"] == "http" and not get_route_path(scope).startswith(self._literal):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+    @property
+    def _literal(self) -> str:
+        literal = self.__dict__.get("_literal_start")
+        if literal is None:
+            literal = self.__dict__["_literal_start"] = self.path.partition("{")[0]
+        return literal
 
     def get_route_handler(self) -> Handler:
         standard = super().get_route_handler()

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from app.auth.access import Access
 from app.db.audit_chain import CHAINED_FIELDS, GENESIS, chain_hash
+from app.db.bulk import insert_rows
 from app.db.chain_lock import LOCKED, lock_chain
 from app.db.group_commit import GROUP_FACTS, MEMBER_FACTS
 from app.db.models import Assessment, AuditEvent, AuditEventPatient, Patient, Treatment, table_of
@@ -278,7 +279,7 @@ def _insert_events(
     if len(rows) == 1:  # a single row: no insertmanyvalues bookkeeping
         ids = [connection.execute(_INSERT_EVENTS, rows[0]).scalar_one()]
     else:
-        ids = list(connection.execute(_INSERT_EVENTS, rows).scalars())
+        ids = insert_rows(connection, table_of(AuditEvent), rows, returning="id")
     patient_rows = [
         {"event_id": event_id, "patient_id": p, "organization_id": o}
         for event_id, patients in zip(ids, links, strict=True)
