@@ -20,7 +20,7 @@ from tests.dbs import selected_backends
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_MODULES = [
     "common", "bare_app", "pgcluster", "load", "outcomes_scale", "crash", "soak",
-    "batch_vs_single", "export_memory", "cohort_scale",
+    "batch_vs_single", "export_memory", "cohort_scale", "inprocess",
 ]  # fmt: skip
 LIBRARY_MODULES = {"common", "bare_app", "pgcluster"}  # no main()
 
@@ -108,3 +108,13 @@ def test_crash_drill_loses_nothing_across_five_kills_on_each_database() -> None:
         assert landed, summary[:2000]
         # Aimed kills land nearly always; none at all means the aiming has rotted.
         assert int(landed.group(1)) >= 1, summary[:2000]
+
+
+def test_the_in_process_driver_records_and_scores(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.inprocess import main
+
+    main(["record", "--key", "--requests", "32", "--concurrency", "4"])
+    main(["score", "--requests", "32", "--concurrency", "4"])
+    printed = capsys.readouterr().out
+    assert re.search(r"record with key on sqlite: \d+ req/s, CPU [\d.]+ ms/req", printed)
+    assert re.search(r"score on sqlite: \d+ req/s", printed)
