@@ -16,6 +16,7 @@ lost connection is invalidated) by the connection's own error handling.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ class FastInsert:
         self._table = table
         self._columns = tuple(columns)
         self._returning = returning
-        self._compiled: dict[Dialect, _Compiled] = {}
+        # Per dialect, held weakly: a test session makes an engine (and a dialect) per app.
+        self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
 
     def _compile(self, dialect: Dialect) -> _Compiled:
         found = self._compiled.get(dialect)
