@@ -269,20 +269,17 @@ class LeanRoute(APIRoute):
 
     planned: bool = False
 
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self._literal_start = self.path.partition("{")[0]  # the path up to its first parameter
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         """Starlette's (and FastAPI's) matching, which every request runs for each route in turn
         until one matches, skipped for a path that cannot match: one outside the route's
-        literal start (its path up to the first parameter), which its pattern begins with."""
-        if scope["type"] == "http" and not get_route_path(scope).startswith(self._literal):
+        literal start, which its pattern begins with."""
+        if scope["type"] == "http" and not get_route_path(scope).startswith(self._literal_start):
             return Match.NONE, {}
         return super().matches(scope)
-
-    @property
-    def _literal(self) -> str:
-        literal = self.__dict__.get("_literal_start")
-        if literal is None:
-            literal = self.__dict__["_literal_start"] = self.path.partition("{")[0]
-        return literal
 
     def get_route_handler(self) -> Handler:
         standard = super().get_route_handler()
