@@ -19,9 +19,10 @@ from app.db.models import Assessment
 from app.errors import BaselineExists
 from app.schemas.common import Page
 from app.schemas.records import AssessmentAmend, AssessmentIn, AssessmentOut, AssessmentVersionOut
+from app.schemas.scores import Scores
 from app.services import audit, idempotency, versioning
 from app.services.patients import ensure_patient, reachable, require_record
-from app.services.scoring import compute_scores
+from app.services.scoring import ComputedScores, compute_scores
 
 CONTENT_FIELDS = {
     "assessed_on",
@@ -93,10 +94,12 @@ class ScoredAssessment:
 
     body: AssessmentIn
     columns: dict[str, Any]
+    scores: Scores  # the same as `columns["scores"]`, as the model
 
 
 def score_assessment(body: AssessmentIn) -> ScoredAssessment:
-    return ScoredAssessment(body, _scored_columns(body))
+    computed = compute_scores(body)
+    return ScoredAssessment(body, _columns(body, computed), computed.scores)
 
 
 def _scored(body: AssessmentIn | ScoredAssessment) -> ScoredAssessment:
@@ -106,7 +109,10 @@ def _scored(body: AssessmentIn | ScoredAssessment) -> ScoredAssessment:
 def _scored_columns(body: AssessmentIn) -> dict[str, Any]:
     """The content, its scores (computed here, once, by the scoring core) and the columns that
     outcomes and lists query."""
-    computed = compute_scores(body)
+    return _columns(body, compute_scores(body))
+
+
+def _columns(body: AssessmentIn, computed: ComputedScores) -> dict[str, Any]:
     return {
         "assessed_on": body.assessed_on,
         "visit": body.visit,
@@ -153,6 +159,30 @@ def new_assessment_rows(access: Access, patient_id: uuid.UUID, scored: ScoredAss
         raise ValueError("a baseline flag needs create_assessment's baseline check")
     return versioning.first_version(
         Assessment, {"patient_id": patient_id, **scored.columns}, access.name
+    )
+
+
+def new_assessment_out(rows: NewRows, scored: ScoredAssessment) -> AssessmentOut:
+    """`to_out(rows[0])` without validating again what the request's body and the scoring core
+    made: the output model takes the body's validated PASI and DLQI parts and the core's
+    `Scores` as they are (pydantic does not revalidate instances), so only the record's own
+    columns and the content's plain fields are checked.
+    The same answer, byte for byte (`tests/unit/test_new_assessment_out.py`)."""
+    row = rows[0]
+    body = scored.body
+    return AssessmentOut.model_validate(
+        {
+            **row["content"],
+            "pasi": body.pasi,  # the parts that cost most to validate: as validated already
+            "dlqi": body.dlqi,
+            "id": row["id"],
+            "patient_id": row["patient_id"],
+            "version": row["version"],
+            "status": "entered-in-error" if row["entered_in_error"] else "active",
+            "recorded_at": row["recorded_at"],
+            "updated_at": row["updated_at"],
+            "scores": scored.scores,
+        }
     )
 
 

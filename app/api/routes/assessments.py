@@ -68,7 +68,7 @@ async def create_assessment(
     return await ctx.write_together(
         body,
         work,
-        record_answer(ctx, service.to_out(rows[0]), RESOURCE, 201),
+        record_answer(ctx, service.new_assessment_out(rows, scored), RESOURCE, 201),
         service.record_together,
         lambda event, key: service.NewAssessment(ctx.access, rows, event, key),
     )
