@@ -166,21 +166,14 @@ def new_assessment_out(rows: NewRows, scored: ScoredAssessment) -> AssessmentOut
     """`to_out(rows[0])` without validating again what the request's body and the scoring core
     made: the output model takes the body's validated PASI and DLQI parts and the core's
     `Scores` as they are (pydantic does not revalidate instances), so only the record's own
-    columns and the content's plain fields are checked.
-    The same answer, byte for byte (`tests/unit/test_new_assessment_out.py`)."""
-    row = rows[0]
+    columns and the content's plain fields are checked. The same answer, byte for byte
+    (`tests/test_new_assessment_out.py`)."""
     body = scored.body
     return AssessmentOut.model_validate(
         {
-            **row["content"],
+            **versioning.record_fields(rows[0]),
             "pasi": body.pasi,  # the parts that cost most to validate: as validated already
             "dlqi": body.dlqi,
-            "id": row["id"],
-            "patient_id": row["patient_id"],
-            "version": row["version"],
-            "status": "entered-in-error" if row["entered_in_error"] else "active",
-            "recorded_at": row["recorded_at"],
-            "updated_at": row["updated_at"],
             "scores": scored.scores,
         }
     )
