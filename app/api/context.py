@@ -9,6 +9,7 @@ leaves before what it reports, and its audit event, are durable.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -315,7 +316,7 @@ def _route_path(request: Request) -> str:
     return route.path if isinstance(route, APIRoute) else request.url.path
 
 
-_PATH_PARAMETER = re.compile(r"\{(\w+)(?::\w+)?\}")
+_PLACEHOLDER = re.compile(r"(\{(\w+)(?::\w+)?\})")  # a path parameter, and its name
 
 
 def _canonical(value: str) -> str:
@@ -325,13 +326,26 @@ def _canonical(value: str) -> str:
         return value
 
 
+@functools.lru_cache(maxsize=512)
+def _path_template(route_path: str) -> tuple[str, tuple[tuple[str, str, str], ...]]:
+    """A route's path as its literal start and, for each parameter in turn, its placeholder,
+    its name and the literal text after it: parsed once per route."""
+    pieces = _PLACEHOLDER.split(route_path)  # literal, placeholder, name, literal, ...
+    return pieces[0], tuple(zip(pieces[1::3], pieces[2::3], pieces[3::3], strict=True))
+
+
 def _canonical_path(request: Request) -> str:
     """The request's path with every id in canonical form, so that one resource has one path
     (an Idempotency-Key names one request, however its ids are spelled)."""
     params = request.path_params
-    return _PATH_PARAMETER.sub(
-        lambda m: _canonical(str(params.get(m.group(1), m.group(0)))), _route_path(request)
-    )
+    start, rest = _path_template(_route_path(request))
+    if not rest:
+        return start
+    out = [start]
+    for placeholder, name, literal in rest:
+        out.append(_canonical(str(params.get(name, placeholder))))
+        out.append(literal)
+    return "".join(out)
 
 
 def _context(request: Request, access: Access, idempotency_key: str | None) -> RequestContext:

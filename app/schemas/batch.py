@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from app.schemas.common import StrictInput
+from app.schemas.common import NO_NUL, StrictInput
 from app.schemas.records import Identifier
 
 MAX_ITEMS = 1000
@@ -42,7 +42,7 @@ class BatchPatient(StrictInput):
         return self
 
 
-ItemKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$")]
+ItemKey = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x20-\x7e]+$"), NO_NUL]
 
 
 class BatchItem(StrictInput):

@@ -9,12 +9,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from app.schemas.common import ClinicalDate, IsoDate, StrictInput, latest_date_on_earth
+from app.schemas.common import NO_NUL, ClinicalDate, IsoDate, StrictInput, latest_date_on_earth
 from app.schemas.scores import ClinicalScoresIn, DlqiIn, PasiIn, Scores
 
-ShortText = Annotated[str, Field(min_length=1, max_length=100)]
-Reason = Annotated[str, Field(min_length=1, max_length=1000, description="Why (1–1000 characters)")]
-Notes = Annotated[str, Field(max_length=4000)]
+ShortText = Annotated[str, Field(min_length=1, max_length=100), NO_NUL]
+Reason = Annotated[
+    str, Field(min_length=1, max_length=1000, description="Why (1–1000 characters)"), NO_NUL
+]
+Notes = Annotated[str, Field(max_length=4000), NO_NUL]
 
 
 def _plain_text(value: str) -> str:
@@ -31,11 +33,13 @@ def _plain_text(value: str) -> str:
 
 
 class Identifier(StrictInput):
-    system: Annotated[str, Field(min_length=1, max_length=255)] = Field(
+    system: Annotated[str, Field(min_length=1, max_length=255), NO_NUL] = Field(
         description="Namespace of the identifier, e.g. `https://hospital.example/mrn` (a URI); "
         "no `|` (it separates system and value in searches)"
     )
-    value: Annotated[str, Field(min_length=1, max_length=255)] = Field(description="The identifier")
+    value: Annotated[str, Field(min_length=1, max_length=255), NO_NUL] = Field(
+        description="The identifier"
+    )
 
     @field_validator("system")
     @classmethod
@@ -156,13 +160,13 @@ class DoseIn(StrictInput):
     amount: Annotated[float, Field(strict=True, gt=0, le=1e15, allow_inf_nan=False)] = Field(
         description="Amount given, in `unit`"
     )
-    unit: Annotated[str, Field(min_length=1, max_length=50)] = Field(
+    unit: Annotated[str, Field(min_length=1, max_length=50), NO_NUL] = Field(
         description='Unit, e.g. "cells/kg" or "mg"'
     )
 
 
 class TreatmentIn(StrictInput):
-    agent: Annotated[str, Field(min_length=1, max_length=200)]
+    agent: Annotated[str, Field(min_length=1, max_length=200), NO_NUL]
     started_on: ClinicalDate
     ended_on: ClinicalDate | None = Field(default=None, description="Not before started_on")
     doses: list[DoseIn] = Field(default_factory=list, max_length=1000)

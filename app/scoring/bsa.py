@@ -8,7 +8,7 @@ precedence. Computed exactly in Decimal; rounding to two decimals is for reporti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import (
     ROUND_HALF_EVEN,
@@ -97,11 +97,22 @@ def bsa_from_region_percents(percents: Mapping[Region, Decimal]) -> Decimal:
         if percent is None:
             raise ScoringInputError(f"{region}", "is required")
         checked.append((region, checked_region_percent(percent, region)))
-    with localcontext(EXACT_CONTEXT):
-        return sum(
-            (tenths_to_decimal(REGION_WEIGHT_TENTHS[region]) * p for region, p in checked),
-            Decimal("0.0"),
-        )
+    return _weighted_sum(checked)
+
+
+# Each region's weight as the exact Decimal tenth it is (0.1, 0.2, 0.3, 0.4).
+_WEIGHTS: Final[Mapping[Region, Decimal]] = {
+    region: tenths_to_decimal(tenths) for region, tenths in REGION_WEIGHT_TENTHS.items()
+}
+
+
+def _weighted_sum(checked: Iterable[tuple[Region, Decimal]]) -> Decimal:
+    """The weighted sum of checked percentages, in REGIONS order, in the exact context (its
+    own methods: the same arithmetic as inside `localcontext`, without switching contexts)."""
+    total = Decimal("0.0")
+    for region, percent in checked:
+        total = EXACT_CONTEXT.add(total, EXACT_CONTEXT.multiply(_WEIGHTS[region], percent))
+    return total
 
 
 def round_bsa(bsa: Decimal) -> Decimal:
@@ -116,7 +127,10 @@ def bsa_severity(bsa: Decimal) -> BsaSeverity:
 
     A regional BSA of 10.004 is reported as 10.00 but is severe.
     """
-    value = checked_percent(bsa, "bsa_percent")
+    return _band(checked_percent(bsa, "bsa_percent"))
+
+
+def _band(value: Decimal) -> BsaSeverity:
     if value < _MILD_BELOW:
         return BsaSeverity.MILD
     if value <= _SEVERE_ABOVE:
@@ -143,8 +157,8 @@ def score_bsa(
                 regional[region] = checked_region_percent(percent, region)
     if measured_percent is not None:
         measured = checked_percent(measured_percent, "bsa_percent")
-        return BsaScore(measured, "measured", bsa_severity(measured))
+        return BsaScore(measured, "measured", _band(measured))
     if len(regional) < len(Region):
         return None
-    bsa = bsa_from_region_percents(regional)
-    return BsaScore(bsa, "regions", bsa_severity(bsa))
+    bsa = _weighted_sum(regional.items())  # checked above, in REGIONS order
+    return BsaScore(bsa, "regions", _band(bsa))

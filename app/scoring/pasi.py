@@ -94,7 +94,11 @@ def checked_percent(value: object, field: str) -> Decimal:
     negative zero, so arithmetic on it stays short and exact.
     """
     if type(value) is int and 0 <= value <= 100:  # the common case, already canonical
-        return Decimal(value)
+        return _WHOLE_PERCENTS[value]
+    if type(value) is Decimal:
+        whole = _whole_percent(value)
+        if whole is not None:
+            return whole
     if isinstance(value, float):
         raise ScoringInputError(field, "must be an exact decimal number, not a binary float")
     if isinstance(value, bool) or not isinstance(value, int | Decimal):
@@ -125,10 +129,26 @@ def checked_percent(value: object, field: str) -> Decimal:
 def checked_region_percent(value: object, region: Region) -> Decimal:
     """`checked_percent` of a region's `area_percent`, its field's name built only to refuse."""
     if type(value) is Decimal:
-        sign, _digits, exponent = value.as_tuple()
-        if exponent == 0 and not sign and value <= 100:  # a whole number: canonical
-            return value
+        whole = _whole_percent(value)
+        if whole is not None:
+            return whole
     return checked_percent(value, f"{region}/area_percent")
+
+
+# Every whole percentage in canonical form, looked up by value: Decimal("10.0"), Decimal("1E+1")
+# and Decimal(10) are equal and hash alike, and `checked_percent` makes each of them
+# Decimal("10"). Most percentages are whole numbers, and each is checked several times on its
+# way through PASI, BSA, PGA x BSA and the rule of tens: a lookup instead of `as_tuple`.
+_WHOLE_PERCENTS: Final[dict[object, Decimal]] = {n: Decimal(n) for n in range(101)}
+
+
+def _whole_percent(value: Decimal) -> Decimal | None:
+    """The canonical form of a Decimal that is a whole percentage, else None (a fraction, out of
+    range, or not finite: left to `checked_percent`)."""
+    try:
+        return _WHOLE_PERCENTS.get(value)
+    except TypeError:  # a signalling NaN cannot be hashed
+        return None
 
 
 def _area_score(percent: object, field: str) -> int:

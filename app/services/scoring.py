@@ -14,7 +14,6 @@ from app.schemas.scores import (
     DlqiIn,
     DlqiScoreResponse,
     PasiIn,
-    RegionPart,
     Scores,
 )
 from app.scoring.bsa import bsa_from_region_percents, round_bsa, score_bsa
@@ -114,34 +113,38 @@ def compute_scores(inp: ClinicalScoresIn) -> ComputedScores:
     if inp.iga is not None and reported_bsa is not None:
         pga = pga_x_bsa(inp.iga, reported_bsa, PgaScale.IGA_0_4)
     parts = list(pasi.regions.values())  # in REGIONS order (the core builds it so)
-    scores = Scores(
-        pasi=_tenths(pasi.total_tenths),
-        pasi_regions={
-            name: _tenths(part.contribution_tenths)
-            for (_r, name, _w), part in zip(_REGION_ROWS, parts, strict=True)
-        },
-        pasi_region_details={
-            name: RegionPart(
-                weight=weight,
-                severity_sum=part.severity_sum,
-                area_score=part.area_score,
-                contribution=_tenths(part.contribution_tenths),
-            )
-            for (_r, name, weight), part in zip(_REGION_ROWS, parts, strict=True)
-        },
-        bsa_percent=None if reported_bsa is None else _float(reported_bsa),
-        bsa_source=None if bsa is None else bsa.source,
-        bsa_severity=None if bsa is None else bsa.severity.value,
-        iga=inp.iga,
-        pga_x_bsa=None if pga is None else _float(pga),
-        pga_scale=None if pga is None else "iga_0_4",
-        dlqi=None if dlqi is None else dlqi.total,
-        dlqi_band=None if dlqi is None or dlqi.band is None else dlqi.band.value,
-        severe_by_rule_of_tens=rule_of_tens(
-            None if bsa is None else bsa.bsa_percent,
-            pasi.total_tenths,
-            None if dlqi is None else dlqi.total,
-        ),
+    # One validation of plain values (the region parts too), in pydantic-core: building the
+    # five models one by one cost a Python-level __init__ each.
+    scores = Scores.model_validate(
+        {
+            "pasi": _tenths(pasi.total_tenths),
+            "pasi_regions": {
+                name: _tenths(part.contribution_tenths)
+                for (_r, name, _w), part in zip(_REGION_ROWS, parts, strict=True)
+            },
+            "pasi_region_details": {
+                name: {
+                    "weight": weight,
+                    "severity_sum": part.severity_sum,
+                    "area_score": part.area_score,
+                    "contribution": _tenths(part.contribution_tenths),
+                }
+                for (_r, name, weight), part in zip(_REGION_ROWS, parts, strict=True)
+            },
+            "bsa_percent": None if reported_bsa is None else _float(reported_bsa),
+            "bsa_source": None if bsa is None else bsa.source,
+            "bsa_severity": None if bsa is None else bsa.severity.value,
+            "iga": inp.iga,
+            "pga_x_bsa": None if pga is None else _float(pga),
+            "pga_scale": None if pga is None else "iga_0_4",
+            "dlqi": None if dlqi is None else dlqi.total,
+            "dlqi_band": None if dlqi is None or dlqi.band is None else dlqi.band.value,
+            "severe_by_rule_of_tens": rule_of_tens(
+                None if bsa is None else bsa.bsa_percent,
+                pasi.total_tenths,
+                None if dlqi is None else dlqi.total,
+            ),
+        }
     )
     return ComputedScores(
         scores=scores,

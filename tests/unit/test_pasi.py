@@ -25,6 +25,8 @@ from app.scoring.pasi import (
     Region,
     RegionSigns,
     area_score_for_percent,
+    checked_percent,
+    checked_region_percent,
     score_pasi,
     tenths_to_decimal,
 )
@@ -468,3 +470,39 @@ def test_a_percent_taken_the_short_way_checks_to_the_same_decimal(value: float) 
     exact = Decimal(repr(value))
     assert as_decimal(value) == exact
     assert str(checked_percent(as_decimal(value), "p")) == str(checked_percent(exact, "p"))
+
+
+def _canonical_by_hand(value: Decimal) -> str:
+    """The canonical spelling `checked_percent` promises, worked out from the digits: no
+    exponent, no trailing fractional zeros, no negative zero."""
+    text = f"{value:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+@given(
+    st.one_of(
+        st.integers(min_value=0, max_value=100).map(Decimal),
+        st.integers(min_value=0, max_value=100).flatmap(
+            lambda n: st.integers(min_value=-6, max_value=6).map(
+                lambda e: Decimal(n).scaleb(-e).scaleb(e)  # 10 as 1E+1, 10.000, ...
+            )
+        ),
+        st.decimals(min_value=0, max_value=100, places=6),
+        st.sampled_from([Decimal("-0"), Decimal("0E-7"), Decimal("1E+2"), Decimal("100.000")]),
+    )
+)
+def test_a_checked_percent_is_its_value_spelt_canonically(value: Decimal) -> None:
+    """Whole percentages are looked up (`_WHOLE_PERCENTS`), the rest worked out digit by digit:
+    both give the value itself, in the one canonical spelling, for a region too."""
+    for checked in (checked_percent(value, "p"), checked_region_percent(value, Region.TRUNK)):
+        assert type(checked) is Decimal
+        assert checked == value
+        assert str(checked) == _canonical_by_hand(value)
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"), True])
+def test_a_percent_that_is_not_a_finite_number_is_refused(value: object) -> None:
+    with pytest.raises(ScoringInputError):
+        checked_region_percent(value, Region.TRUNK)

@@ -17,14 +17,14 @@ from app.api.lean_route import LeanRoute
 from app.api.state import runtime
 from app.auth.keys import Scope
 from app.schemas import examples
-from app.schemas.common import Page, StrictInput, problem_responses
+from app.schemas.common import NO_NUL, Page, StrictInput, problem_responses
 from app.services import api_keys, audit, organizations
 
 router = APIRouter(route_class=LeanRoute, tags=["admin"])
 
 
 class OrganizationIn(StrictInput):
-    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+    name: Annotated[str, Field(min_length=1, max_length=200), NO_NUL] = Field(
         description="A clinic, a hospital department or a study team"
     )
 
@@ -39,7 +39,7 @@ class OrganizationPage(Page[OrganizationOut]):
 
 
 class ApiKeyIn(StrictInput):
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(min_length=1, max_length=100), NO_NUL]
     scopes: list[Scope] = Field(min_length=1, description="Any of scores, read, write, admin")
     organizations: list[uuid.UUID] | None = Field(
         default=None,
