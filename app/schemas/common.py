@@ -91,17 +91,15 @@ def _no_nul_characters(value: str) -> str:
 
 
 NO_NUL: Final = AfterValidator(_no_nul_characters)
-"""Every text field of a request body carries this (`Text`, or `NO_NUL` in its `Annotated`):
-`tests/test_schema_text.py` fails for a `str` of a `StrictInput` model without it. On the
-text fields only, not on every field: a validator on all (`"*"`) cost each scoring request
-22 calls into Python, none of them on text."""
-
-Text = Annotated[str, NO_NUL]
+"""Every text field of a request body carries this in its `Annotated`: `tests/test_schema_text.py`
+fails for a `str` of a `StrictInput` model without it. On the text fields only, not on every
+field: a validator on all (`"*"`) cost each scoring request 22 calls into Python, none of them
+on text."""
 
 
 class StrictInput(BaseModel):
     """Request bodies: unknown fields are rejected so a misspelt field cannot vanish; text
-    fields refuse U+0000 (`Text`)."""
+    fields refuse U+0000 (`NO_NUL`)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
